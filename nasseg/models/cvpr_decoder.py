@@ -1,0 +1,141 @@
+"""CVPR 2019 decoder: contextual cells merged pairwise, with auxiliary heads.
+
+See ``../shared/spec/search-spaces.md`` ("CVPR 2019 space"). Sub-module names
+follow the authors' checkpoints except the cell's node list, ``nodes`` here and
+``_ops`` there (mapped in :mod:`nasseg.models.weights`).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..genotypes import CVPRGenotype
+from .ops import OPS, conv3x3, conv_bn_relu, resize_to
+
+
+class Sum(nn.Module):
+    """Sum of two cell nodes (resized to the larger if their sizes differ)."""
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return _sum_resized(x, y)
+
+
+def _sum_resized(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    # (H, W) tuples compared lexicographically, as in the original.
+    sx, sy = tuple(x.shape[2:]), tuple(y.shape[2:])
+    if sx > sy:
+        y = resize_to(y, sx)
+    elif sx < sy:
+        x = resize_to(x, sy)
+    return x + y
+
+
+class ContextualCell(nn.Module):
+    """The searched cell on ``channels`` channels.
+
+    Nodes: 0 is the input, 1 the first op's output; layer l (1-based) adds
+    op_a(node a) at 3l-1, op_b(node b) at 3l and their sum at 3l+1. The output
+    is the sum of the "loose ends": the first op and the layer sums that no
+    layer reads.
+    """
+
+    def __init__(self, genotype: CVPRGenotype, channels: int, repeats: int):
+        super().__init__()
+        self.nodes = nn.ModuleList([OPS[genotype.first_op](channels, channels, 1, repeats)])
+        self.node_inputs: list[tuple[int, ...]] = [(0,)]
+        loose = [1]
+        for l, layer in enumerate(genotype.layers, start=1):
+            for src, op in ((layer.input_a, layer.op_a), (layer.input_b, layer.op_b)):
+                if src in loose:
+                    loose.remove(src)
+                self.nodes.append(OPS[op](channels, channels, 1, repeats))
+                self.node_inputs.append((src,))
+            self.nodes.append(Sum())
+            self.node_inputs.append((3 * l - 1, 3 * l))
+            loose.append(3 * l + 1)
+        self.loose_ends = loose
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = [x]
+        for node, inputs in zip(self.nodes, self.node_inputs):
+            feats.append(node(*(feats[i] for i in inputs)))
+        out = feats[self.loose_ends[0]]
+        for i in self.loose_ends[1:]:
+            out = out + feats[i]
+        return out
+
+
+class MergeCell(nn.Module):
+    """One decoder block: a cell on each input, 1x1 conv_bn_relu each, resize, sum."""
+
+    def __init__(self, genotype: CVPRGenotype, agg_size: int, repeats: int):
+        super().__init__()
+        self.op_1 = ContextualCell(genotype, agg_size, repeats)
+        self.op_2 = ContextualCell(genotype, agg_size, repeats)
+        self.agg = nn.Module()
+        self.agg.branch_1 = conv_bn_relu(agg_size, agg_size, 1)
+        self.agg.branch_2 = conv_bn_relu(agg_size, agg_size, 1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x = self.agg.branch_1(self.op_1(x))
+        y = self.agg.branch_2(self.op_2(y))
+        return _sum_resized(x, y)
+
+
+def concat_collected(feats: list[torch.Tensor], indices: list[int]) -> torch.Tensor:
+    """Concatenate ``feats[i]`` for i in indices, resizing by height (as the original)."""
+    out = feats[indices[0]]
+    for i in indices[1:]:
+        nxt = feats[i]
+        if out.shape[2] > nxt.shape[2]:
+            nxt = resize_to(nxt, out.shape[2:])
+        elif nxt.shape[2] > out.shape[2]:
+            out = resize_to(out, nxt.shape[2:])
+        out = torch.cat([out, nxt], dim=1)
+    return out
+
+
+class CVPRDecoder(nn.Module):
+    """Decoder of the CVPR 2019 space.
+
+    ``forward`` returns ``(logits, aux_logits)``; the auxiliary heads are only
+    evaluated in training mode (an empty list in eval mode). Logits are at the
+    resolution of the largest collected map (stride 4 of the input).
+    """
+
+    def __init__(self, genotype: CVPRGenotype, in_channels: list[int], num_classes: int,
+                 agg_size: int = 64, repeats: int = 2, aux_cell: bool = False):
+        super().__init__()
+        if len(in_channels) != genotype.num_pools:
+            raise ValueError(f"genotype expects {genotype.num_pools} encoder outputs, "
+                             f"encoder gives {len(in_channels)}")
+        for k, c in enumerate(in_channels, start=1):
+            self.add_module(f"adapt{k}", conv_bn_relu(c, agg_size, 1))
+        self.connections = [(c.input_a, c.input_b) for c in genotype.connections]
+        self.cells = nn.ModuleList()
+        self.aux_clfs = nn.ModuleList()
+        collect: list[int] = []
+        for b, (i, j) in enumerate(self.connections):
+            collect = [c for c in collect if c not in (i, j)]
+            self.cells.append(MergeCell(genotype, agg_size, repeats))
+            head = nn.Sequential()
+            if aux_cell:
+                head.add_module("aux_cell", ContextualCell(genotype, agg_size, repeats))
+            head.add_module("aux_clf", conv3x3(agg_size, num_classes, bias=True))
+            self.aux_clfs.append(head)
+            collect.append(genotype.num_pools + b)
+        self.collect = collect
+        self.pre_clf = conv_bn_relu(agg_size * len(collect), agg_size, 1)
+        self.conv_clf = conv3x3(agg_size, num_classes, bias=True)
+
+    def forward(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        pool = [getattr(self, f"adapt{k}")(f) for k, f in enumerate(feats, start=1)]
+        aux = []
+        for cell, head, (i, j) in zip(self.cells, self.aux_clfs, self.connections):
+            out = cell(pool[i], pool[j])
+            pool.append(out)
+            if self.training:
+                aux.append(head(out))
+        out = F.relu(concat_collected(pool, self.collect))
+        return self.conv_clf(self.pre_clf(out)), aux

@@ -1,0 +1,232 @@
+"""Operations of both search spaces, as a name -> factory registry.
+
+Every factory is called as ``OPS[name](c_in, c_out, stride, repeats)``. In the
+CVPR cells ``c_in == c_out`` and ``stride == 1``; the WACV templates change
+channels (``c_out = c_in * stride``) and may downsample.
+
+Sub-module names (``op.sep_0``, ``conv1x1``, ``adapt.conv0``, ...) follow the
+key layout of the authors' released checkpoints, so their weights load into
+these modules without renaming inside an op.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["OPS", "AGG_OPS", "conv_bn_relu", "conv3x3", "resize_to"]
+
+
+def conv_bn_relu(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequential:
+    """Conv (no bias, 'same' padding) -> BatchNorm -> ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=(kernel - 1) // 2, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=False),
+    )
+
+
+def conv3x3(c_in: int, c_out: int, *, bias: bool, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
+    """3x3 convolution whose padding keeps the size (for stride 1)."""
+    return nn.Conv2d(c_in, c_out, 3, stride=stride, padding=dilation, dilation=dilation, bias=bias)
+
+
+def resize_to(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """Bilinear resize (align_corners=False) of an NCHW tensor, skipped when sizes match."""
+    if tuple(x.shape[2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def _conv_op(dilation: int) -> Callable[[int, int, int, int], nn.Module]:
+    def make(c_in: int, c_out: int, stride: int, repeats: int) -> nn.Module:
+        return nn.Sequential(
+            conv3x3(c_in, c_out, bias=False, stride=stride, dilation=dilation),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=False),
+        )
+    return make
+
+
+def _conv1x1(c_in: int, c_out: int, stride: int, repeats: int) -> nn.Module:
+    return conv_bn_relu(c_in, c_out, 1, stride)
+
+
+class SepConv(nn.Module):
+    """``repeats`` x [depthwise k x k (stride, dilation), pointwise 1x1, BN, ReLU].
+
+    The first repeat maps c_in -> c_out, later ones c_out -> c_out; every
+    repeat uses the same stride (so stride 2 with 2 repeats downsamples by 4).
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, dilation: int,
+                 repeats: int):
+        super().__init__()
+        padding = dilation * (kernel - 1) // 2
+        self.op = nn.Sequential()
+        for i in range(repeats):
+            c = c_in if i == 0 else c_out
+            self.op.add_module(f"sep_{i}", nn.Sequential(
+                nn.Conv2d(c, c, kernel, stride=stride, padding=padding, dilation=dilation,
+                          groups=c, bias=False),
+                nn.Conv2d(c, c_out, 1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=False),
+            ))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+def _sep_op(kernel: int, dilation: int) -> Callable[[int, int, int, int], nn.Module]:
+    def make(c_in: int, c_out: int, stride: int, repeats: int) -> nn.Module:
+        return SepConv(c_in, c_out, kernel, stride, dilation, repeats)
+    return make
+
+
+class GlobalAveragePool(nn.Module):
+    """Image-level context: spatial mean -> conv_bn_relu 1x1 -> resize back (stride ignored)."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.conv1x1 = conv_bn_relu(c_in, c_out, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = x.mean(dim=(2, 3), keepdim=True)
+        return resize_to(self.conv1x1(pooled), x.shape[2:])
+
+
+class MaxPool(nn.Module):
+    """Conv 1x1 -> BN (no ReLU) -> 3x3 max pooling with the given stride."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1x1 = nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
+        self.pool = nn.MaxPool2d(3, stride=stride, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.conv1x1(x))
+
+
+def _channel_factor(c_in: int, c_out: int, name: str) -> int:
+    if c_out % c_in:
+        raise ValueError(f"{name}: output channels {c_out} must be a multiple of input channels {c_in}")
+    return c_out // c_in
+
+
+class SkipConnect(nn.Module):
+    """Identity, with channels tiled c_out / c_in times (stride ignored, as in the original)."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.factor = _channel_factor(c_in, c_out, "skip_connect")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.repeat(1, self.factor, 1, 1) if self.factor > 1 else x
+
+
+class Zero(nn.Module):
+    """Zeros shaped like the channel-tiled input, subsampled when stride > 1."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.factor = _channel_factor(c_in, c_out, "none")
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.repeat(1, self.factor, 1, 1)
+        if self.stride > 1:
+            x = x[:, :, ::self.stride, ::self.stride]
+        return x.mul(0.0)
+
+
+OPS: dict[str, Callable[[int, int, int, int], nn.Module]] = {
+    "conv1x1": _conv1x1,
+    "conv3x3": _conv_op(dilation=1),
+    "conv3x3_dil3": _conv_op(dilation=3),
+    "conv3x3_dil12": _conv_op(dilation=12),
+    "sep_conv_3x3": _sep_op(kernel=3, dilation=1),
+    "sep_conv_5x5": _sep_op(kernel=5, dilation=1),
+    "sep_conv_3x3_dil3": _sep_op(kernel=3, dilation=3),
+    "sep_conv_5x5_dil6": _sep_op(kernel=5, dilation=6),
+    "global_average_pool": lambda c_in, c_out, stride, repeats: GlobalAveragePool(c_in, c_out),
+    "max_pool_3x3": lambda c_in, c_out, stride, repeats: MaxPool(c_in, c_out, stride),
+    "skip_connect": lambda c_in, c_out, stride, repeats: SkipConnect(c_in, c_out),
+    "none": lambda c_in, c_out, stride, repeats: Zero(c_in, c_out, stride),
+}
+
+
+# ---------------------------------------------------------------------------
+# Aggregations (WACV templates): combine two inputs into c_out channels.
+# ---------------------------------------------------------------------------
+
+def _larger(a: torch.Size, b: torch.Size) -> bool:
+    """Spatial sizes compared as (H, W) tuples, lexicographically (as the original)."""
+    return tuple(a) > tuple(b)
+
+
+class Adapt(nn.Module):
+    """Bring two inputs to c_out channels (1x1 conv_bn_relu where needed) and one size.
+
+    ``larger=True`` resizes the smaller input up to the larger one; ``False``
+    resizes the larger down to the smaller.
+    """
+
+    def __init__(self, c_in0: int, c_in1: int, c_out: int, larger: bool):
+        super().__init__()
+        self.larger = larger
+        if c_in0 != c_out:
+            self.conv0 = conv_bn_relu(c_in0, c_out, 1)
+        if c_in1 != c_out:
+            self.conv1 = conv_bn_relu(c_in1, c_out, 1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if hasattr(self, "conv0"):
+            x = self.conv0(x)
+        if hasattr(self, "conv1"):
+            y = self.conv1(y)
+        sx, sy = x.shape[2:], y.shape[2:]
+        if _larger(sx, sy) == self.larger and tuple(sx) != tuple(sy):
+            y = resize_to(y, sx)
+        elif tuple(sx) != tuple(sy):
+            x = resize_to(x, sy)
+        return x, y
+
+
+class ParamSum(nn.Module):
+    """a * x + b * y with learnable per-channel a, b (initialised to ones)."""
+
+    def __init__(self, c_in0: int, c_in1: int, c_out: int, larger: bool):
+        super().__init__()
+        self.adapt = Adapt(c_in0, c_in1, c_out, larger)
+        self.a = nn.Parameter(torch.ones(c_out))
+        self.b = nn.Parameter(torch.ones(c_out))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x, y = self.adapt(x, y)
+        return self.a[None, :, None, None] * x + self.b[None, :, None, None] * y
+
+
+class ConcatReduce(nn.Module):
+    """Concatenate -> BN(2 c_out) -> ReLU -> conv 1x1 back to c_out (no bias)."""
+
+    def __init__(self, c_in0: int, c_in1: int, c_out: int, larger: bool):
+        super().__init__()
+        self.adapt = Adapt(c_in0, c_in1, c_out, larger)
+        self.conv1x1 = nn.Sequential(
+            nn.BatchNorm2d(2 * c_out),
+            nn.ReLU(inplace=False),
+            nn.Conv2d(2 * c_out, c_out, 1, bias=False),
+        )
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x, y = self.adapt(x, y)
+        return self.conv1x1(torch.cat([x, y], dim=1))
+
+
+AGG_OPS: dict[str, Callable[[int, int, int, bool], nn.Module]] = {
+    "psum": ParamSum,
+    "cat": ConcatReduce,
+}

@@ -1,0 +1,68 @@
+"""Segmenter = MobileNet-v2 encoder + searched decoder, and its builder."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..genotypes import CVPRGenotype, Genotype, WACVGenotype
+from .cvpr_decoder import CVPRDecoder
+from .encoder import RETURN_STAGES, MobileNetV2Encoder
+from .wacv_decoder import TemplateDecoder
+
+
+class Segmenter(nn.Module):
+    """Encoder + decoder, with the state-dict layout ``encoder.*`` / ``decoder.*``.
+
+    ``model(x)`` returns the main logits **at decoder resolution** (stride 4 of
+    the input), as the original does; upsample them to the label size outside
+    the model. In training mode a CVPR model returns ``(logits, aux_logits)``,
+    the auxiliary heads' outputs being a list of maps at their blocks' resolution.
+    """
+
+    def __init__(self, genotype: Genotype, encoder: MobileNetV2Encoder, decoder: nn.Module):
+        super().__init__()
+        self.genotype = genotype
+        self.encoder = encoder
+        self.decoder = decoder
+
+    @property
+    def space(self) -> str:
+        return self.genotype.space
+
+    def forward(self, x: torch.Tensor):
+        out = self.decoder(self.encoder(x))
+        if isinstance(out, tuple):
+            logits, aux = out
+            return (logits, aux) if self.training else logits
+        return out
+
+
+def build_segmenter(genotype: Genotype, num_classes: int, *, agg_size: int = 64,
+                    repeats: int = 2, aux_cell: bool = False) -> Segmenter:
+    """Build the network that ``genotype`` describes.
+
+    Released models use ``agg_size=64, repeats=2, aux_cell=False``; the CVPR
+    search used ``agg_size=48, repeats=1, aux_cell=True``. ``aux_cell`` only
+    exists in the CVPR space.
+    """
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if isinstance(genotype, CVPRGenotype):
+        encoder = MobileNetV2Encoder(RETURN_STAGES["cvpr"])
+        decoder: nn.Module = CVPRDecoder(genotype, encoder.out_channels, num_classes,
+                                         agg_size=agg_size, repeats=repeats, aux_cell=aux_cell)
+    elif isinstance(genotype, WACVGenotype):
+        if aux_cell:
+            raise ValueError("aux_cell exists only in the CVPR space; the WACV decoder has no auxiliary heads")
+        encoder = MobileNetV2Encoder(RETURN_STAGES["wacv"])
+        decoder = TemplateDecoder(genotype, encoder.out_channels, num_classes,
+                                  agg_size=agg_size, repeats=repeats)
+    else:
+        raise TypeError(f"expected a CVPRGenotype or WACVGenotype, got {type(genotype).__name__}")
+    return Segmenter(genotype, encoder, decoder)
+
+
+def count_parameters(model: nn.Module, *, include_aux: bool = True) -> int:
+    """Number of parameters; ``include_aux=False`` leaves out the auxiliary heads."""
+    return sum(p.numel() for name, p in model.named_parameters()
+               if include_aux or ".aux_clfs." not in f".{name}")
