@@ -101,7 +101,7 @@ class CVPRDecoder(nn.Module):
 
     ``forward`` returns ``(logits, aux_logits)``; the auxiliary heads are only
     evaluated in training mode (an empty list in eval mode). Logits are at the
-    resolution of the largest collected map (stride 4 of the input).
+    resolution of the largest collected map (stride 4 or 8 of the input).
     """
 
     def __init__(self, genotype: CVPRGenotype, in_channels: list[int], num_classes: int,

@@ -13,9 +13,10 @@ from .wacv_decoder import TemplateDecoder
 class Segmenter(nn.Module):
     """Encoder + decoder, with the state-dict layout ``encoder.*`` / ``decoder.*``.
 
-    ``model(x)`` returns the main logits **at decoder resolution** (stride 4 of
-    the input), as the original does; upsample them to the label size outside
-    the model. In training mode a CVPR model returns ``(logits, aux_logits)``,
+    ``model(x)`` returns the main logits **at decoder resolution**, as the
+    original does: that of the largest map the decoder collects (stride 4 of
+    the input for cvpr arch0 and both wacv models, 8 for cvpr arch1/arch2).
+    Upsample them to the label size outside the model. In training mode a CVPR model returns ``(logits, aux_logits)``,
     the auxiliary heads' outputs being a list of maps at their blocks' resolution.
     """
 

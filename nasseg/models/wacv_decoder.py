@@ -19,7 +19,7 @@ class TemplateDecoder(nn.Module):
     """Decoder of the WACV 2020 space; ``forward`` returns the logits.
 
     Logits are at the resolution of the largest collected map (stride 4 of the
-    input for the published models).
+    input for the published models; strided layers can make it coarser).
     """
 
     def __init__(self, genotype: WACVGenotype, in_channels: list[int], num_classes: int,

@@ -1,0 +1,113 @@
+"""Networks: exact parameter counts of the published models, forward/backward.
+
+One base tester, a tiny subclass per published model (as in
+segmentation_models_pytorch's tests).
+"""
+import random
+
+import pytest
+import torch
+
+import nasseg
+from nasseg.models.encoder import MobileNetV2Encoder
+
+torch.set_num_threads(1)
+
+
+class BaseSegmenterTest:
+    space: str
+    arch: str
+    # {num_classes: (total params, params without auxiliary heads)}
+    params: dict[int, tuple[int, int]]
+    # Output stride: that of the largest map the decoder collects.
+    stride = 4
+
+    def build(self, num_classes, **kw):
+        return nasseg.build_segmenter(nasseg.published_genotype(self.space, self.arch), num_classes, **kw)
+
+    @pytest.mark.parametrize("which", [0, 1])
+    def test_parameter_count(self, which):
+        num_classes, (total, without_aux) = list(self.params.items())[which]
+        model = self.build(num_classes)
+        assert nasseg.count_parameters(model) == total
+        assert nasseg.count_parameters(model, include_aux=False) == without_aux
+
+    def test_eval_output_at_decoder_resolution(self):
+        num_classes = next(iter(self.params))
+        model = self.build(num_classes).eval()
+        with torch.no_grad():
+            out = model(torch.randn(1, 3, 64, 96))
+        assert isinstance(out, torch.Tensor)
+        assert out.shape == (1, num_classes, 64 // self.stride, 96 // self.stride)
+
+    def test_train_mode_and_backward(self):
+        num_classes = next(iter(self.params))
+        model = self.build(num_classes, agg_size=16, repeats=1).train()
+        out = model(torch.randn(2, 3, 64, 64))
+        if self.space == "cvpr":
+            logits, aux = out
+            assert len(aux) == 3 and all(a.shape[1] == num_classes for a in aux)
+            loss = logits.mean() + sum(a.mean() for a in aux)
+        else:
+            logits = out
+            loss = logits.mean()
+        loss.backward()
+        grads = [p.grad for p in model.decoder.parameters()]
+        assert sum(g is not None and bool(g.abs().sum() > 0) for g in grads) > len(grads) // 2
+
+
+class TestCVPRArch0(BaseSegmenterTest):
+    space, arch = "cvpr", "arch0"
+    params = {21: (2_666_260, 2_629_909), 1: (2_620_100, 2_618_369)}
+
+
+class TestCVPRArch1(BaseSegmenterTest):
+    space, arch = "cvpr", "arch1"
+    stride = 8  # no block reads the stride-4 encoder output
+    params = {21: (2_846_484, 2_810_133), 1: (2_800_324, 2_798_593)}
+
+
+class TestCVPRArch2(BaseSegmenterTest):
+    space, arch = "cvpr", "arch2"
+    stride = 8
+    params = {21: (2_889_492, 2_853_141), 1: (2_843_332, 2_841_601)}
+
+
+class TestWACVArch0(BaseSegmenterTest):
+    space, arch = "wacv", "arch0"
+    params = {19: (280_147, 280_147), 11: (275_531, 275_531)}
+
+
+class TestWACVArch1(BaseSegmenterTest):
+    space, arch = "wacv", "arch1"
+    params = {19: (268_235, 268_235), 11: (263_619, 263_619)}
+
+
+def test_encoder_alone():
+    assert nasseg.count_parameters(MobileNetV2Encoder((1, 2, 4, 6))) == 1_812_800
+    assert nasseg.count_parameters(MobileNetV2Encoder((1, 2))) == 56_576
+    enc = MobileNetV2Encoder((1, 2, 4, 6)).eval()
+    feats = enc(torch.randn(1, 3, 64, 64))
+    assert [f.shape[1] for f in feats] == enc.out_channels == [24, 32, 96, 320]
+    assert [f.shape[2] for f in feats] == [16, 8, 4, 2]
+
+
+@pytest.mark.parametrize("space", ["cvpr", "wacv"])
+@pytest.mark.parametrize("seed", range(6))
+def test_random_genotypes_forward_backward(space, seed):
+    g = nasseg.random_genotype(space, random.Random(seed))
+    model = nasseg.build_segmenter(g, 5, agg_size=16, repeats=1, aux_cell=(space == "cvpr"))
+    out = model.train()(torch.randn(2, 3, 64, 64))
+    logits, aux = out if space == "cvpr" else (out, [])
+    assert logits.shape[:2] == (2, 5) and torch.isfinite(logits).all()
+    (logits.square().mean() + sum(a.square().mean() for a in aux)).backward()
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 64)).shape[:2] == (1, 5)
+
+
+def test_aux_cell_is_cvpr_only():
+    with pytest.raises(ValueError, match="aux_cell"):
+        nasseg.build_segmenter(nasseg.published_genotype("wacv", "arch0"), 19, aux_cell=True)
+    with pytest.raises(TypeError):
+        nasseg.build_segmenter([[1]], 19)
