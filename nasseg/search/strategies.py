@@ -1,0 +1,367 @@
+"""Search strategies behind one propose/observe interface.
+
+The search loop asks for :class:`Proposal` s (possibly several before any
+result, one per parallel worker) and reports rewards as they arrive, in any
+order. Every strategy is deterministic for a seed and for a given sequence of
+``propose``/``observe`` calls, and ``state_dict`` captures everything (RNG states
+included), so a resumed search continues exactly as if it had never stopped.
+
+Facts from the original agent (DrSleep/nas-segm-pytorch, ``rl/gradient_estimators.py``)
+kept here: the baseline starts at the first reward and is updated with each new
+reward *before* the advantage is computed; PPO recomputes the advantage of every
+buffered architecture against the current baseline at each update. Not kept:
+its zero-initialised PPO buffer and its REINFORCE path that could not run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..genotypes import Genotype, Space
+from .controllers import action_ranges, action_to_genotype, make_controller, random_action
+
+__all__ = ["StrategyConfig", "Proposal", "SearchStrategy", "PolicyGradientStrategy", "PPOStrategy",
+           "ReinforceStrategy", "RandomStrategy", "EvolutionStrategy", "make_strategy", "STRATEGIES"]
+
+STRATEGIES = ("ppo", "reinforce", "random", "evolution")
+_ADVANTAGES = ("current", "stored")
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """How the search proposes architectures (defaults: the papers' PPO set-up)."""
+    name: str = "ppo"               # ppo | reinforce | random | evolution
+    # Policy gradient (ppo, reinforce)
+    lr: float = 1e-4                # Adam learning rate of the controller
+    ppo_clip: float = 0.1
+    buffer_size: int = 100          # PPO trains on the last this-many observed architectures
+    ppo_minibatches: int = 1        # Adam steps per update over a shuffled buffer; 1 = the whole
+    #                                 buffer in one batched pass. (The original split its 100
+    #                                 samples into 100 minibatches of one.)
+    ppo_advantage: str = "current"  # current: reward - baseline now, recomputed at every update
+    #                                 (the original); stored: fixed when the reward arrived
+    entropy_coef: float = 0.0
+    grad_clip: float = 2.0          # max gradient norm of the controller
+    baseline_decay: float = 0.95    # exponential moving average of rewards
+    lstm_hidden: int = 100
+    lstm_layers: int = 2
+    action_embedding: bool = False  # feed the sampled choice back (ENAS) instead of the LSTM output
+    # Regularised (aging) evolution. Real et al. (2019) used population 100 and tournaments of
+    # 25 over 20k models; with the few hundred to few thousand proxy-trained architectures one
+    # search here affords, 20 keeps the random warm-up short, and 5 keeps their selection
+    # pressure (a quarter of the population per tournament).
+    population_size: int = 20
+    tournament_size: int = 5
+    mutation_prob: float = 0.0      # chance of mutating each further decision; 0 = exactly one
+
+    def __post_init__(self) -> None:
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ValueError(f"strategy config: {msg}")
+        need(self.name in STRATEGIES, f"name {self.name!r} is not one of {', '.join(STRATEGIES)}")
+        need(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        need(0 < self.ppo_clip < 1, f"ppo_clip must be in (0, 1), got {self.ppo_clip}")
+        need(self.buffer_size >= 1, f"buffer_size must be >= 1, got {self.buffer_size}")
+        need(1 <= self.ppo_minibatches <= self.buffer_size,
+             f"ppo_minibatches must be in [1, buffer_size={self.buffer_size}], got {self.ppo_minibatches}")
+        need(self.ppo_advantage in _ADVANTAGES,
+             f"ppo_advantage {self.ppo_advantage!r} is not one of {', '.join(_ADVANTAGES)}")
+        need(self.entropy_coef >= 0, f"entropy_coef must be >= 0, got {self.entropy_coef}")
+        need(self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}")
+        need(0 <= self.baseline_decay < 1, f"baseline_decay must be in [0, 1), got {self.baseline_decay}")
+        need(self.lstm_hidden >= 1, f"lstm_hidden must be >= 1, got {self.lstm_hidden}")
+        need(self.lstm_layers >= 1, f"lstm_layers must be >= 1, got {self.lstm_layers}")
+        need(self.population_size >= 2, f"population_size must be >= 2, got {self.population_size}")
+        need(1 <= self.tournament_size <= self.population_size,
+             f"tournament_size must be in [1, population_size={self.population_size}], "
+             f"got {self.tournament_size}")
+        need(0 <= self.mutation_prob <= 1, f"mutation_prob must be in [0, 1], got {self.mutation_prob}")
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One architecture to evaluate."""
+    id: int                  # 0, 1, 2, ... in proposal order
+    genotype: Genotype
+    action: tuple[int, ...]
+    log_prob: float | None   # under the policy at sampling time (None for non-RL)
+    controller_step: int     # number of updates applied to the strategy when proposed
+
+
+class SearchStrategy(ABC):
+    """Common bookkeeping: ids, outstanding proposals, update counter, state."""
+
+    name: str
+
+    def __init__(self, config: StrategyConfig, space: Space, seed: int) -> None:
+        if space not in ("cvpr", "wacv"):
+            raise ValueError(f"unknown search space {space!r}; expected 'cvpr' or 'wacv'")
+        self.config = config
+        self.space = space
+        self.seed = seed
+        self._next_id = 0
+        self._updates = 0
+        # Outstanding proposals: id -> (action, log_prob), so a reward can only be
+        # reported once, for an architecture this strategy proposed.
+        self._pending: dict[int, tuple[tuple[int, ...], float | None]] = {}
+
+    @property
+    def num_updates(self) -> int:
+        """Rewards taken into account so far (controller updates for RL)."""
+        return self._updates
+
+    def propose(self) -> Proposal:
+        action, log_prob = self._propose_action()
+        proposal = Proposal(self._next_id, action_to_genotype(self.space, action), action,
+                            log_prob, self._updates)
+        self._pending[proposal.id] = (action, log_prob)
+        self._next_id += 1
+        return proposal
+
+    def observe(self, proposal: Proposal, reward: float) -> None:
+        expected = self._pending.get(proposal.id)
+        if expected is None:
+            raise ValueError(f"proposal {proposal.id} is not outstanding (never proposed, or its "
+                             "reward was already observed)")
+        if tuple(proposal.action) != expected[0]:
+            raise ValueError(f"proposal {proposal.id}: action differs from the one proposed")
+        reward = float(reward)
+        if reward != reward or reward in (float("inf"), float("-inf")):
+            raise ValueError(f"proposal {proposal.id}: reward must be finite, got {reward}")
+        del self._pending[proposal.id]
+        self._observe(expected[0], expected[1], reward)
+        self._updates += 1
+
+    @abstractmethod
+    def _propose_action(self) -> tuple[tuple[int, ...], float | None]:
+        """The next action and its log-probability (None without a policy)."""
+
+    @abstractmethod
+    def _observe(self, action: tuple[int, ...], log_prob: float | None, reward: float) -> None:
+        """Learn from one reward."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly; plain data, loadable with weights_only."""
+        return {"strategy": self.name, "space": self.space, "seed": self.seed,
+                "config": dataclasses.asdict(self.config), "next_id": self._next_id,
+                "num_updates": self._updates,
+                "pending": [[i, list(a), lp] for i, (a, lp) in self._pending.items()]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, mine in (("strategy", self.name), ("space", self.space)):
+            if state.get(key) != mine:
+                raise ValueError(f"state is for {key} {state.get(key)!r}, this strategy is {mine!r}")
+        self._next_id = int(state["next_id"])
+        self._updates = int(state["num_updates"])
+        self._pending = {int(i): (tuple(int(v) for v in a), lp) for i, a, lp in state["pending"]}
+
+
+# ---------------------------------------------------------------------------
+# Policy gradient: PPO and REINFORCE
+# ---------------------------------------------------------------------------
+
+class PolicyGradientStrategy(SearchStrategy):
+    """An LSTM controller trained from rewards minus a moving-average baseline."""
+
+    def __init__(self, config: StrategyConfig, space: Space, seed: int) -> None:
+        super().__init__(config, space, seed)
+        # One generator initialises the controller and then draws every sample.
+        self.generator = torch.Generator().manual_seed(seed)
+        self.controller = make_controller(space, config.lstm_hidden, config.lstm_layers,
+                                          config.action_embedding, self.generator)
+        self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=config.lr)
+        self.rng = random.Random(seed)  # minibatch shuffles
+        self.baseline: float | None = None
+
+    def _propose_action(self) -> tuple[tuple[int, ...], float | None]:
+        with torch.no_grad():
+            action, log_prob, _ = self.controller.sample(self.generator)
+        return action, float(log_prob)
+
+    def _update_baseline(self, reward: float) -> float:
+        """Move the baseline towards ``reward`` first (as the original), return the advantage."""
+        if self.baseline is None:
+            self.baseline = reward
+        else:
+            d = self.config.baseline_decay
+            self.baseline = d * self.baseline + (1 - d) * reward
+        return reward - self.baseline
+
+    def _step(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.controller.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "controller": self.controller.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "baseline": self.baseline,
+                "generator": self.generator.get_state(), "rng": self.rng.getstate()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.controller.load_state_dict(state["controller"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.baseline = state["baseline"]
+        self.generator.set_state(state["generator"])
+        self.rng.setstate(_as_random_state(state["rng"]))
+
+
+class PPOStrategy(PolicyGradientStrategy):
+    """Clipped-surrogate updates over a buffer of the last ``buffer_size`` observations.
+
+    One update per observed reward, one pass over the buffer; with the default
+    single minibatch the whole buffer is scored by one batched ``evaluate``.
+    """
+    name = "ppo"
+
+    def __init__(self, config: StrategyConfig, space: Space, seed: int) -> None:
+        super().__init__(config, space, seed)
+        # Newest last; each entry: (action, old log_prob, reward, advantage when observed).
+        self.buffer: list[tuple[tuple[int, ...], float, float, float]] = []
+
+    def _observe(self, action: tuple[int, ...], log_prob: float | None, reward: float) -> None:
+        assert log_prob is not None
+        advantage = self._update_baseline(reward)
+        self.buffer.append((action, log_prob, reward, advantage))
+        del self.buffer[:-self.config.buffer_size]
+        self._update()
+
+    def _update(self) -> None:
+        cfg = self.config
+        actions = torch.tensor([b[0] for b in self.buffer])
+        old_log_probs = torch.tensor([b[1] for b in self.buffer], dtype=torch.float32)
+        if cfg.ppo_advantage == "current":
+            advantages = torch.tensor([b[2] - self.baseline for b in self.buffer], dtype=torch.float32)
+        else:
+            advantages = torch.tensor([b[3] for b in self.buffer], dtype=torch.float32)
+        order = list(range(len(self.buffer)))
+        if cfg.ppo_minibatches > 1:
+            self.rng.shuffle(order)
+        chunks = min(cfg.ppo_minibatches, len(order))
+        for k in range(chunks):
+            idx = torch.tensor(order[k * len(order) // chunks:(k + 1) * len(order) // chunks])
+            log_probs, entropy = self.controller.evaluate(actions[idx])
+            ratio = torch.exp(log_probs - old_log_probs[idx])
+            adv = advantages[idx]
+            surrogate = torch.min(ratio * adv, ratio.clamp(1 - cfg.ppo_clip, 1 + cfg.ppo_clip) * adv)
+            self._step(-surrogate.mean() - cfg.entropy_coef * entropy.mean())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(),
+                "buffer": [[list(a), lp, r, adv] for a, lp, r, adv in self.buffer]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.buffer = [(tuple(int(v) for v in a), float(lp), float(r), float(adv))
+                       for a, lp, r, adv in state["buffer"]]
+
+
+class ReinforceStrategy(PolicyGradientStrategy):
+    """loss = -advantage * log p(action), recomputed under the current policy."""
+    name = "reinforce"
+
+    def _observe(self, action: tuple[int, ...], log_prob: float | None, reward: float) -> None:
+        advantage = self._update_baseline(reward)
+        log_probs, entropy = self.controller.evaluate(torch.tensor([action]))
+        self._step(-advantage * log_probs.sum() - self.config.entropy_coef * entropy.sum())
+
+
+# ---------------------------------------------------------------------------
+# Controller-free baselines
+# ---------------------------------------------------------------------------
+
+class RandomStrategy(SearchStrategy):
+    """Uniform over every decision's range; rewards are ignored."""
+    name = "random"
+
+    def __init__(self, config: StrategyConfig, space: Space, seed: int) -> None:
+        super().__init__(config, space, seed)
+        self.rng = random.Random(seed)
+
+    def _propose_action(self) -> tuple[tuple[int, ...], float | None]:
+        return random_action(self.space, self.rng), None
+
+    def _observe(self, action: tuple[int, ...], log_prob: float | None, reward: float) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "rng": self.rng.getstate()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.rng.setstate(_as_random_state(state["rng"]))
+
+
+class EvolutionStrategy(SearchStrategy):
+    """Regularised (aging) evolution, Real et al. 2019.
+
+    Until ``population_size`` rewards have arrived, proposals are random (this
+    also covers parallel workers asking before any result). Then: sample
+    ``tournament_size`` members, mutate the best one's action, and when a child's
+    reward arrives it joins the population and the oldest member leaves.
+    """
+    name = "evolution"
+
+    def __init__(self, config: StrategyConfig, space: Space, seed: int) -> None:
+        super().__init__(config, space, seed)
+        self.rng = random.Random(seed)
+        self.ranges = action_ranges(space)
+        self._mutable = [i for i, r in enumerate(self.ranges) if r > 1]
+        # Oldest first: (action, reward).
+        self.population: list[tuple[tuple[int, ...], float]] = []
+
+    def _propose_action(self) -> tuple[tuple[int, ...], float | None]:
+        if len(self.population) < self.config.population_size:
+            return random_action(self.space, self.rng), None
+        contenders = self.rng.sample(self.population, self.config.tournament_size)
+        parent = max(contenders, key=lambda member: member[1])  # first best on ties
+        return self.mutate(parent[0]), None
+
+    def mutate(self, action: tuple[int, ...]) -> tuple[int, ...]:
+        """Change one uniformly chosen decision to a different valid value (and,
+        with ``mutation_prob``, each other decision too)."""
+        child = list(action)
+        first = self.rng.choice(self._mutable)
+        for i in self._mutable:
+            if i == first or (self.config.mutation_prob > 0
+                              and self.rng.random() < self.config.mutation_prob):
+                new = self.rng.randrange(self.ranges[i] - 1)
+                child[i] = new + (new >= child[i])  # uniform over the other values
+        return tuple(child)
+
+    def _observe(self, action: tuple[int, ...], log_prob: float | None, reward: float) -> None:
+        self.population.append((action, reward))
+        del self.population[:-self.config.population_size]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "rng": self.rng.getstate(),
+                "population": [[list(a), r] for a, r in self.population]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.rng.setstate(_as_random_state(state["rng"]))
+        self.population = [(tuple(int(v) for v in a), float(r)) for a, r in state["population"]]
+
+
+def _as_random_state(state: Any) -> tuple:
+    """random.Random.setstate needs tuples; serialisers may hand back lists."""
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)
+
+
+_CLASSES: dict[str, type[SearchStrategy]] = {
+    "ppo": PPOStrategy, "reinforce": ReinforceStrategy,
+    "random": RandomStrategy, "evolution": EvolutionStrategy,
+}
+
+
+def make_strategy(config: StrategyConfig, space: Space, seed: int) -> SearchStrategy:
+    """The strategy named by ``config.name`` for ``space``, seeded with ``seed``."""
+    return _CLASSES[config.name](config, space, seed)
