@@ -48,7 +48,7 @@ class PrepareParams:
     #: threads that decode, check and write samples (0: in the calling thread)
     workers: int = 2
     #: for real (non-synthetic) data, compare split sizes with the official ones
-    check_split_sizes: Literal["error", "warn", "off"] = "error"
+    check_split_sizes: Literal["error", "warn", "ignore"] = "error"
     #: how input photos reach <out>/images: byte copies, or hard links (saves disk space)
     images: Literal["copy", "hardlink"] = "copy"
 
@@ -192,7 +192,7 @@ def write_file_samples(plan: Plan, tmp: Path, params: PrepareParams, fp: Fingerp
 def check_split_sizes(dataset: str, raw: Path, sizes: dict[str, int], mode: str) -> None:
     expected = OFFICIAL_SPLIT_SIZES[dataset]
     wrong = {k: (sizes[k], v) for k, v in expected.items() if k in sizes and sizes[k] != v}
-    if not wrong or mode == "off":
+    if not wrong or mode == "ignore":
         return
     detail = ", ".join(f"{k}: {got} (official {want})" for k, (got, want) in wrong.items())
     msg = (f"{raw}: split sizes differ from the official {dataset} dataset: {detail}. Is the "
