@@ -1,0 +1,242 @@
+"""The search loop: propose, train and score on workers, learn, record, resume.
+
+``run_search`` keeps every worker busy with a different proposal while the
+strategy learns from results as they arrive. After every proposal and every
+result it checkpoints (see :mod:`nasseg.search.store`), so a search killed at
+any moment -- even by SIGKILL -- continues, when started again with the same
+command, exactly where it stopped: architectures in flight are re-run with the
+same proposal and seed, results already in the history are never repeated,
+and results written but not yet learned from are replayed into the strategy.
+
+With one worker the search is deterministic for a seed (same CPU, same
+result). With several, the order in which results arrive, and hence the
+controller's updates, depends on timing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from ..genotypes import genotype_from_dict
+from .proxy import EarlyStopping, ProxyConfig
+from .store import SearchStore
+from .strategies import Proposal, StrategyConfig, make_strategy
+from .workers import SearchDataConfig, make_workers
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """One experiment's search section of params.yaml."""
+    space: str
+    num_archs: int = 10
+    time_limit_s: float | None = None
+    devices: tuple[str, ...] = ("cpu",)
+    seed: int = 0
+    data: SearchDataConfig = field(default_factory=SearchDataConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    top_k: int = 5
+
+    def __post_init__(self) -> None:
+        if self.space not in ("cvpr", "wacv"):
+            raise ValueError(f"space must be 'cvpr' or 'wacv', got {self.space!r}")
+        if self.num_archs < 1:
+            raise ValueError(f"num_archs must be >= 1, got {self.num_archs}")
+        if self.time_limit_s is not None and self.time_limit_s <= 0:
+            raise ValueError(f"time_limit_s must be > 0 or null, got {self.time_limit_s}")
+        if not self.devices:
+            raise ValueError("devices must list at least one device, e.g. [cpu] or [cuda:0, cuda:1]")
+
+    def fingerprint(self) -> str:
+        """Hash of what must not change when a search resumes (budgets and devices may)."""
+        d = dataclasses.asdict(self)
+        for key in ("num_archs", "time_limit_s", "devices", "top_k"):
+            d.pop(key)
+        d["data"].pop("loader_workers", None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def arch_seed(seed: int, arch_id: int) -> int:
+    """The training seed of architecture ``arch_id``: independent of the worker that runs it."""
+    return (seed * 1_000_003 + arch_id * 7919) % (2**31 - 1)
+
+
+def _proposal_to_dict(p: Proposal) -> dict[str, Any]:
+    return {"id": p.id, "genotype": p.genotype.to_dict(), "action": list(p.action),
+            "log_prob": p.log_prob, "controller_step": p.controller_step}
+
+
+def _proposal_from_dict(d: dict[str, Any]) -> Proposal:
+    return Proposal(id=d["id"], genotype=genotype_from_dict(d["genotype"]), action=tuple(d["action"]),
+                    log_prob=d["log_prob"], controller_step=d["controller_step"])
+
+
+class SearchState:
+    """Everything the loop needs to continue; saved in checkpoint.pt."""
+
+    def __init__(self, config: SearchConfig, store: SearchStore):
+        self.config = config
+        self.store = store
+        self.strategy = make_strategy(config.strategy, config.space, config.seed)
+        self.early_stopping = EarlyStopping(config.proxy.early_stopping)
+        self.pending: list[Proposal] = []
+        self.observed: set[int] = set()
+        self.elapsed_before = 0.0
+        self.started = time.monotonic()
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + (time.monotonic() - self.started)
+
+    def save(self) -> None:
+        self.store.save_checkpoint({
+            "version": CHECKPOINT_VERSION,
+            "fingerprint": self.config.fingerprint(),
+            "space": self.config.space,
+            "strategy": self.strategy.state_dict(),
+            "early_stopping": self.early_stopping.state_dict(),
+            "pending": [_proposal_to_dict(p) for p in self.pending],
+            "observed": sorted(self.observed),
+            "elapsed_s": self.elapsed(),
+        })
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        if ckpt.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(f"{self.store.checkpoint_path}: unknown checkpoint version {ckpt.get('version')}")
+        if ckpt["fingerprint"] != self.config.fingerprint():
+            raise ValueError(
+                f"{self.store.out} holds a search run with different parameters (only num_archs, "
+                "time_limit_s and devices may change when resuming); use another --out, or delete "
+                f"{self.store.out} to start over")
+        self.strategy.load_state_dict(ckpt["strategy"])
+        self.early_stopping = EarlyStopping(self.config.proxy.early_stopping, ckpt["early_stopping"])
+        self.pending = [_proposal_from_dict(d) for d in ckpt["pending"]]
+        self.observed = set(ckpt["observed"])
+        self.elapsed_before = float(ckpt["elapsed_s"])
+
+    def learn(self, proposal: Proposal, record: dict[str, Any]) -> None:
+        """Feed one recorded result to the strategy and the early-stopping trackers."""
+        self.strategy.observe(proposal, record["reward"])
+        for point, reward in record["validations"]:
+            self.early_stopping.record(point, reward)
+        self.observed.add(proposal.id)
+        self.pending = [p for p in self.pending if p.id != proposal.id]
+
+
+def _record(p: Proposal, result: dict[str, Any], worker: str) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "genotype": p.genotype.to_dict(),
+        "action": list(p.action),
+        "reward": result["reward"],
+        "status": result["status"],
+        "reason": result["reason"],
+        "metrics": result["metrics"],
+        "params": result["params"],
+        "flops": result["flops"],
+        "validations": [list(v) for v in result["validations"]],
+        "timings": result["timings"],
+        "worker": worker,
+        "controller_step": p.controller_step,
+        "log_prob": p.log_prob,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def summarise(config: SearchConfig, history: list[dict[str, Any]], elapsed: float) -> dict[str, Any]:
+    """Counts, the best architectures and the throughput, for summary.json."""
+    scored = [r for r in history if r["status"] in ("ok", "early_stopped")]
+    ranked = sorted(scored, key=lambda r: (-r["reward"], r["id"]))
+    return {
+        "space": config.space,
+        "strategy": config.strategy.name,
+        "num_evaluated": len(history),
+        "status_counts": dict(Counter(r["status"] for r in history)),
+        "best_reward": ranked[0]["reward"] if ranked else None,
+        "top": [{"id": r["id"], "reward": r["reward"], "params": r["params"], "flops": r["flops"],
+                 "genotype": r["genotype"]} for r in ranked[: config.top_k]],
+        "elapsed_s": elapsed,
+        "archs_per_hour": len(history) / elapsed * 3600 if elapsed > 0 else None,
+    }
+
+
+def run_search(config: SearchConfig, data_dir: str | Path, out_dir: str | Path, *,
+               progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) a search; return the summary written to summary.json."""
+    store = SearchStore(out_dir)
+    state = SearchState(config, store)
+    history = store.read_history()
+    ckpt = store.load_checkpoint()
+    if ckpt is not None:
+        state.restore(ckpt)
+        log.info("resuming %s: %d architectures recorded, %d in flight", store.out, len(history), len(state.pending))
+    elif history:
+        raise ValueError(f"{store.history_path} exists but {store.checkpoint_path} does not; "
+                         "move the history away to start a new search")
+    done = {r["id"] for r in history}
+    # Results written before a kill but not yet learned from: replay them.
+    for r in history:
+        if r["id"] not in state.observed:
+            state.learn(Proposal(id=r["id"], genotype=genotype_from_dict(r["genotype"]), action=tuple(r["action"]),
+                                 log_prob=r["log_prob"], controller_step=r["controller_step"]), r)
+    state.pending = [p for p in state.pending if p.id not in done]
+    state.save()
+
+    best = max((r["reward"] for r in history if r["status"] in ("ok", "early_stopped")), default=-math.inf)
+    bar = tqdm(total=config.num_archs, initial=min(len(done), config.num_archs), disable=not progress,
+               desc=f"search {config.space}", unit="arch", dynamic_ncols=True)
+    to_run = list(state.pending)
+    in_flight: dict[int, Proposal] = {}
+
+    def budget_left() -> bool:
+        return config.time_limit_s is None or state.elapsed() < config.time_limit_s
+
+    with make_workers(config, Path(data_dir)) as workers:
+        while len(done) < config.num_archs:
+            while len(in_flight) < workers.capacity and budget_left():
+                if to_run:
+                    p = to_run.pop(0)
+                elif len(done) + len(in_flight) < config.num_archs:
+                    p = state.strategy.propose()
+                    state.pending.append(p)
+                    state.save()
+                else:
+                    break
+                in_flight[p.id] = p
+                workers.submit({"id": p.id, "genotype": p.genotype.to_dict(),
+                                "seed": arch_seed(config.seed, p.id),
+                                "early_stopping": state.early_stopping.state_dict()})
+            if not in_flight:
+                log.info("time limit of %.0f s reached after %d architectures", config.time_limit_s, len(done))
+                break
+            msg = workers.next_result()
+            p = in_flight.pop(msg["id"])
+            record = _record(p, msg["result"], msg["worker"])
+            store.append_record(record)
+            done.add(p.id)
+            state.learn(p, record)
+            state.save()
+            history.append(record)
+            if record["status"] in ("ok", "early_stopped"):
+                best = max(best, record["reward"])
+            else:
+                log.warning("architecture %d failed (%s): %s", p.id, record["status"], record["reason"])
+            bar.update(1)
+            bar.set_postfix(best=f"{best:.4f}" if best > -math.inf else "-", last=record["status"])
+    bar.close()
+    summary = summarise(config, history, state.elapsed())
+    store.write_summary(summary)
+    return summary

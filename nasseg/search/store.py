@@ -1,0 +1,85 @@
+"""On-disk state of a search: history.jsonl, checkpoint.pt, summary.json.
+
+* ``history.jsonl``: one JSON line per evaluated architecture, appended with a
+  single ``write`` on an ``O_APPEND`` descriptor and fsync'd, so a line is
+  either whole or absent; a torn tail (power loss) is cut off at load time,
+  and earlier lines are never rewritten.
+* ``checkpoint.pt``: the controller/strategy state, the early-stopping state,
+  the proposals in flight and the ids already fed back to the strategy;
+  replaced atomically (temp file + rename) after every proposal and update.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..io import atomic_write_bytes, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+HISTORY = "history.jsonl"
+CHECKPOINT = "checkpoint.pt"
+SUMMARY = "summary.json"
+
+
+class SearchStore:
+    """Reads and writes one search's output folder."""
+
+    def __init__(self, out: str | os.PathLike):
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.history_path = self.out / HISTORY
+        self.checkpoint_path = self.out / CHECKPOINT
+        self.summary_path = self.out / SUMMARY
+
+    # -- history ---------------------------------------------------------------
+    def read_history(self) -> list[dict[str, Any]]:
+        """All complete records; a torn last line is removed from the file."""
+        if not self.history_path.exists():
+            return []
+        data = self.history_path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            keep = data.rfind(b"\n") + 1
+            log.warning("%s: dropping an incomplete last line (%d bytes)", self.history_path, len(data) - keep)
+            with open(self.history_path, "r+b") as fh:
+                fh.truncate(keep)
+            data = data[:keep]
+        records = []
+        for n, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{self.history_path}:{n}: not valid JSON ({exc}); the history is "
+                                 "corrupt: move it away to start a new search") from exc
+        return records
+
+    def append_record(self, record: dict[str, Any]) -> None:
+        line = (json.dumps(record, sort_keys=False, allow_nan=True) + "\n").encode("utf-8")
+        fd = os.open(self.history_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            written = os.write(fd, line)
+            if written != len(line):
+                raise OSError(f"{self.history_path}: short write ({written} of {len(line)} bytes)")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    # -- checkpoint --------------------------------------------------------------
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        if not self.checkpoint_path.exists():
+            return None
+        return torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(self.checkpoint_path, buf.getvalue())
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write_json(self.summary_path, summary)

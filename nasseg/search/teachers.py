@@ -1,0 +1,84 @@
+"""Initial encoder weights and distillation teachers for the proxy training.
+
+Teachers return logits at a quarter of the input resolution (where the
+students' decoders work), so that cached stage-1 teacher outputs stay small.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..genotypes import genotype_from_dict
+from ..models import PretrainedWeightsUnavailable, build_segmenter, load_imagenet_encoder
+from ..models.encoder import RETURN_STAGES, MobileNetV2Encoder
+from .proxy import DistillationConfig
+
+
+def load_encoder_state(space: str, weights: str) -> dict[str, torch.Tensor] | None:
+    """``imagenet`` (torchvision's weights), ``none`` (random init) or a file path."""
+    if weights == "none":
+        return None
+    encoder = MobileNetV2Encoder(RETURN_STAGES[space])
+    load_imagenet_encoder(encoder, None if weights == "imagenet" else Path(weights))
+    return encoder.state_dict()
+
+
+class _QuarterResolution(nn.Module):
+    """Wrap a model so that it returns main logits at 1/4 of the input size."""
+
+    def __init__(self, model: nn.Module, pick: Any):
+        super().__init__()
+        self.model = model.eval()
+        self.pick = pick
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.pick(self.model(x))
+        size = (max(1, x.shape[-2] // 4), max(1, x.shape[-1] // 4))
+        return F.interpolate(out.float(), size=size, mode="bilinear", align_corners=False)
+
+
+def load_pipeline_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """A model trained by this pipeline: ``{"genotype", "num_classes", "agg_size", "repeats", "state_dict"}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    missing = [k for k in ("genotype", "num_classes", "state_dict") if k not in ckpt]
+    if missing:
+        raise ValueError(f"{path}: not a nasseg checkpoint (missing {', '.join(missing)})")
+    model = build_segmenter(genotype_from_dict(ckpt["genotype"]), ckpt["num_classes"],
+                            agg_size=ckpt.get("agg_size", 64), repeats=ckpt.get("repeats", 2),
+                            aux_cell=ckpt.get("aux_cell", False))
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(device).eval()
+
+
+def load_teacher(config: DistillationConfig, num_classes: int, device: str | torch.device) -> nn.Module | None:
+    """The configured teacher on ``device``, or None when distillation is off."""
+    if config.teacher == "none":
+        return None
+    if config.teacher == "checkpoint":
+        model = load_pipeline_checkpoint(config.path, device)
+        if model.decoder.conv_clf.out_channels != num_classes:
+            raise ValueError(f"{config.path}: teacher has {model.decoder.conv_clf.out_channels} classes, "
+                             f"the data {num_classes}")
+        return _QuarterResolution(model, lambda out: out[0] if isinstance(out, tuple) else out)
+    if config.teacher == "torchvision_deeplabv3":
+        if num_classes != 21:
+            raise ValueError("teacher torchvision_deeplabv3 predicts the 21 VOC classes; "
+                             f"the data has {num_classes}: use teacher: checkpoint instead")
+        from torchvision.models.segmentation import DeepLabV3_ResNet101_Weights, deeplabv3_resnet101
+        try:
+            model = deeplabv3_resnet101(weights=DeepLabV3_ResNet101_Weights.COCO_WITH_VOC_LABELS_V1)
+        except Exception as exc:
+            cache = Path(torch.hub.get_dir()) / "checkpoints"
+            raise PretrainedWeightsUnavailable(
+                f"could not load torchvision's DeepLabV3-ResNet101 weights ({exc}); put "
+                f"deeplabv3_resnet101_coco-586e9e4e.pth in {cache}, or set distillation.teacher: none") from exc
+        return _QuarterResolution(model.to(device), lambda out: out["out"])
+    raise ValueError(f"unknown teacher {config.teacher!r}")
