@@ -62,12 +62,11 @@ def apply_overrides(section: dict[str, Any], overrides: list[str], where: str) -
         node = out
         parts = key.split(".")
         for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
+            # A sub-section absent from the file is created; the typed
+            # validation afterwards rejects keys the stage does not know.
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
                 raise ParamsError(f"--set {item!r}: {where}.{part} is not a section")
-            node = node[part]
-        if parts[-1] not in node:
-            raise ParamsError(f"--set {item!r}: {where} has no key {key!r}; "
-                              f"known keys: {', '.join(sorted(node))}")
         node[parts[-1]] = value
     return out
 
