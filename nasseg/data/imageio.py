@@ -15,7 +15,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from .errors import DataError
 
@@ -43,6 +43,9 @@ def _open_fully(data: bytes, path: Path, what: str) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             img.load()
+    except UnidentifiedImageError as exc:
+        raise DataError(f"{path}: not a readable {what} (unknown or corrupt format); "
+                        "re-download or re-extract it") from exc
     except _PIL_ERRORS + (Image.DecompressionBombWarning,) as exc:
         raise DataError(f"{path}: corrupt or truncated {what} ({exc}); "
                         "re-download or re-extract it") from exc

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 FORMAT = "nasseg-prepared/1"
 #: Written by `synthesize` at the root of a synthetic raw dataset.
 SYNTHETIC_MARKER = "SYNTHETIC.json"
+#: Written by `prepare` into its output, so that a re-run may replace that folder
+#: even when a workflow tool removed meta.json first.
+PREPARED_MARKER = ".nasseg-prepared"
 
 LabelReader = Callable[[Path], tuple[np.ndarray, str]]
 
@@ -133,6 +137,13 @@ def read_synthetic_marker(raw: Path) -> dict[str, Any] | None:
                         "re-run the synthesize stage") from exc
 
 
+def make_readable(folder: Path) -> None:
+    """Give a temporary folder (created 0700) the usual permissions (umask applies)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
+
+
 def _check_out(raw: Path, out: Path) -> None:
     r, o = raw.resolve(), out.resolve()
     if o == r or r in o.parents or o in r.parents:
@@ -141,7 +152,8 @@ def _check_out(raw: Path, out: Path) -> None:
     if out.exists():
         if not out.is_dir():
             raise DataError(f"{out}: exists and is not a folder")
-        if any(out.iterdir()) and not (out / "meta.json").is_file():
+        if any(out.iterdir()) and not ((out / "meta.json").is_file()
+                                       or (out / PREPARED_MARKER).is_file()):
             raise DataError(f"{out}: exists, is not empty and holds no meta.json, so it is "
                             "not an earlier prepare output; refusing to replace it (choose "
                             "another --out or remove the folder)")
@@ -161,7 +173,8 @@ def _convert_sample(sample: Sample, tmp: Path, params: PrepareParams,
 
 
 def _run(fn: Callable[[Any], Any], items: list[Any], workers: int, desc: str) -> Iterable[Any]:
-    bar = dict(total=len(items), desc=desc, unit="img", leave=False, mininterval=1.0)
+    bar = dict(total=len(items), desc=desc, unit="img", leave=False, mininterval=1.0,
+               disable=None)
     if workers <= 1:
         return tqdm(map(fn, items), **bar)
     pool = ThreadPoolExecutor(max_workers=workers)
@@ -241,6 +254,8 @@ def prepare_dataset(dataset: str, raw: Path, out: Path, params: PrepareParams | 
             extra["splits"] = {s: len(lists[f"{s}.seg"]) for s in sizes if f"{s}.seg" in lists}
             extra["lists"] = {s: f"{s}.seg.lst" for s in extra["splits"]}
         atomic_write_json(tmp / "meta.json", meta)
+        (tmp / PREPARED_MARKER).write_text(FORMAT + "\n")
+        make_readable(tmp)
     log.info("prepared %s into %s: %s", dataset, out,
              ", ".join(f"{k} {v}" for k, v in sizes.items()))
     return meta

@@ -154,7 +154,8 @@ def _write(labeled: Path, splits_path: Path, splits: dict[str, np.ndarray],
         with ThreadPoolExecutor(max_workers=max(1, params.workers)) as pool:
             for split, idx in splits.items():
                 futures = []
-                for i in tqdm(idx, desc=f"nyud {split}", unit="img", leave=False, mininterval=1.0):
+                for i in tqdm(idx, desc=f"nyud {split}", unit="img", leave=False,
+                              mininterval=1.0, disable=None):
                     ident = f"{int(i):04d}"
                     futures.append(pool.submit(save, split, ident, read(int(i) - 1)))
                     if len(futures) > 4 * max(1, params.workers):
