@@ -44,8 +44,8 @@ def _open_fully(data: bytes, path: Path, what: str) -> Image.Image:
             img = Image.open(io.BytesIO(data))
             img.load()
     except UnidentifiedImageError as exc:
-        raise DataError(f"{path}: not a readable {what} (unknown or corrupt format); "
-                        "re-download or re-extract it") from exc
+        raise DataError(f"{path}: corrupt or truncated {what} (not a recognised image "
+                        "format); re-download or re-extract it") from exc
     except _PIL_ERRORS + (Image.DecompressionBombWarning,) as exc:
         raise DataError(f"{path}: corrupt or truncated {what} ({exc}); "
                         "re-download or re-extract it") from exc
