@@ -92,11 +92,12 @@ def test_never_overwrites_data_it_did_not_write(tmp_path):
     real = tmp_path / "cityscapes"
     (real / "leftImg8bit").mkdir(parents=True)
     (real / "leftImg8bit" / "keep.png").write_bytes(b"x")
-    with pytest.raises(DataError, match=re.escape(str(real)) + ".*no SYNTHETIC.json.*real"):
+    with pytest.raises(DataError, match=re.escape(str(real))
+                       + ".*no SYNTHETIC.json.*data.source.cityscapes: real"):
         synthesize_dataset("cityscapes", real, num_images=4, seed=0, height=32, width=64)
     link = tmp_path / "link"
     link.symlink_to(real)
-    with pytest.raises(DataError, match=re.escape(str(link)) + ": is a link"):
+    with pytest.raises(DataError, match=re.escape(str(link)) + ": is a symbolic link"):
         synthesize_dataset("cityscapes", link, num_images=4, seed=0, height=32, width=64)
     assert (real / "leftImg8bit" / "keep.png").read_bytes() == b"x"
     # Its own output it replaces.

@@ -62,16 +62,16 @@ class SynthesizeParams:
     camvid: SynthSize
 
 
-def check_not_real(out: Path) -> None:
+def check_not_real(out: Path, dataset: str = "<dataset>") -> None:
     """Refuse to replace a folder that synthesize did not write (a real download)."""
+    fix = (f"If it is your download, set data.source.{dataset}: real in params.yaml "
+           "(or pass --source real); otherwise move it away")
     if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise DataError(f"{out}: is a link or a file, so it is not synthetic data written by "
-                        "synthesize; refusing to replace it. If it is your download, set "
-                        "data.source.<dataset>: real in params.yaml")
+        raise DataError(f"{out}: is a symbolic link or a file, so not synthetic data written by "
+                        f"synthesize; refusing to replace it. {fix}")
     if out.is_dir() and any(out.iterdir()) and read_synthetic_marker(out) is None:
         raise DataError(f"{out}: holds data that synthesize did not write (no "
-                        f"{SYNTHETIC_MARKER}); refusing to replace it. If it is your download, "
-                        "set data.source.<dataset>: real in params.yaml; otherwise move it away")
+                        f"{SYNTHETIC_MARKER}); refusing to replace it. {fix}")
 
 
 def synthesize_dataset(dataset: str, out: Path, *, num_images: int, seed: int, height: int,
@@ -79,7 +79,7 @@ def synthesize_dataset(dataset: str, out: Path, *, num_images: int, seed: int, h
     """Write `num_images` synthetic images of `dataset` at `out`; return the marker content."""
     fmt = format_module(dataset)
     out = Path(out)
-    check_not_real(out)
+    check_not_real(out, dataset)
     marker = {"dataset": dataset, "seed": seed, "num_images": num_images, "height": height,
               "width": width}
     with atomic_directory(out) as tmp:
