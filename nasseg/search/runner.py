@@ -239,4 +239,8 @@ def run_search(config: SearchConfig, data_dir: str | Path, out_dir: str | Path, 
     bar.close()
     summary = summarise(config, history, state.elapsed())
     store.write_summary(summary)
+    store.write_metrics({"num_evaluated": summary["num_evaluated"], "best_reward": summary["best_reward"],
+                         "archs_per_hour": summary["archs_per_hour"],
+                         **{f"status_{k}": v for k, v in summary["status_counts"].items()}})
+    store.write_reward_curve(history)
     return summary

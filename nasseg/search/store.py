@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 HISTORY = "history.jsonl"
 CHECKPOINT = "checkpoint.pt"
 SUMMARY = "summary.json"
+METRICS = "metrics.json"
+REWARDS = "rewards.csv"
 
 
 class SearchStore:
@@ -83,3 +85,18 @@ class SearchStore:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_json(self.summary_path, summary)
+
+    def write_metrics(self, metrics: dict[str, Any]) -> None:
+        """Scalars only, for `dvc metrics show/diff`."""
+        atomic_write_json(self.out / METRICS, metrics)
+
+    def write_reward_curve(self, history: list[dict[str, Any]]) -> None:
+        """id, reward and best reward so far, for `dvc plots`."""
+        lines = ["id,reward,best_so_far,status"]
+        best = float("-inf")
+        for r in sorted(history, key=lambda r: r["id"]):
+            if r["status"] in ("ok", "early_stopped"):
+                best = max(best, r["reward"])
+            shown = "" if best == float("-inf") else f"{best:.6f}"
+            lines.append(f"{r['id']},{r['reward']:.6f},{shown},{r['status']}")
+        atomic_write_bytes(self.out / REWARDS, ("\n".join(lines) + "\n").encode())
