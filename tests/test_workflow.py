@@ -60,3 +60,23 @@ def test_dvc_repro_builds_extension(tmp_path):
     run([str(Path(sys.executable).parent / "dvc"), "repro", "build_ext"], root)
     check_built(root)
     assert "build_ext" in (root / "dvc.lock").read_text()
+
+
+def test_snakemake_and_dvc_run_the_same_commands(tmp_path):
+    """Every stage in dvc.yaml has a Snakemake rule with the very same command."""
+    import re
+
+    import yaml
+
+    root = scratch_copy(tmp_path)
+    proc = run([str(Path(sys.executable).parent / "snakemake"), "-n", "-p", "--forceall", "--cores", "1",
+                "reproduce_wacv", "search_cvpr", "prepare_voc", "prepare_nyud"], root)
+    printed = set()
+    for line in (proc.stdout + proc.stderr).splitlines():
+        line = line.strip().removeprefix("Shell command:").strip()
+        if line.startswith("python -m stages."):
+            printed.add(re.sub(r"\s*>\s*logs/\S+ 2>&1$", "", line))
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    commands = {name: " ".join(stage["cmd"].split()) for name, stage in stages.items()}
+    missing = {name: cmd for name, cmd in commands.items() if cmd not in printed}
+    assert not missing, f"dvc.yaml commands with no identical Snakemake rule: {missing}"
