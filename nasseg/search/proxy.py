@@ -9,6 +9,9 @@ Following the papers (see the spec, "Proxy training and reward"):
 * **Stage 2** trains the whole network (encoder restored from an in-memory copy
   of its initial weights, never re-read from disk) and validates after every
   epoch.
+* The training loss is computed, as in the original, at the decoder's
+  resolution: targets are nearest-downsampled to stride 4 (stage 1) or to the
+  output size (stage 2); validation scores full-resolution predictions.
 * Polyak averaging of the trained weights, written back after every epoch;
   auxiliary loss for the CVPR space; optional distillation from a teacher.
 * **Progressive early stopping** after each validation (:class:`EarlyStopping`).
@@ -343,7 +346,9 @@ class ProxyEvaluator:
     def _cache_stage1(self) -> None:
         images, masks = _stack(self.data.train_stage1, self.config.stage1.num_images)
         self.s1_feats = self._encode(images)
-        self.s1_masks = masks.to(self.device)
+        # As the original: stage-1 targets live at the first encoder output's
+        # resolution (stride 4), nearest-downsampled once.
+        self.s1_masks = _nearest(masks, self.s1_feats[0].shape[-2:]).to(self.device)
         self.s1_teacher = None
         if self.teacher is not None:
             logits = []
@@ -449,6 +454,7 @@ class ProxyEvaluator:
 
     # -- training loops --------------------------------------------------------
     def _loss(self, out: Any, mask: torch.Tensor, teacher: torch.Tensor | None) -> torch.Tensor:
+        """Cross-entropy (+ auxiliary, + distillation) at the target's resolution."""
         logits, aux = out if isinstance(out, tuple) else (out, [])
         size = mask.shape[-2:]
         target = mask.long()
@@ -508,7 +514,10 @@ class ProxyEvaluator:
                 with torch.no_grad():
                     teacher = self.teacher(image)
             with torch.autocast(self.device.type, enabled=self.amp):
-                loss = self._loss(model(image), mask, teacher)
+                out = model(image)
+                # As the original: the target is nearest-downsampled to the output size.
+                logits = out[0] if isinstance(out, tuple) else out
+                loss = self._loss(out, _nearest(mask, logits.shape[-2:]), teacher)
             self._step(loss, params, [s2.grad_clip, s2.grad_clip], [enc_optim, dec_optim], f"stage 2 epoch {epoch}")
             polyak.update()
 
@@ -534,6 +543,14 @@ class ProxyEvaluator:
 def _main_logits(out: Any) -> torch.Tensor:
     """The CVPR decoder returns (logits, aux); the WACV decoder just logits."""
     return out[0] if isinstance(out, tuple) else out
+
+
+def _nearest(mask: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Nearest-neighbour resize of an N x H x W label tensor (dtype kept)."""
+    if tuple(mask.shape[-2:]) == tuple(size):
+        return mask
+    out = F.interpolate(mask[:, None].float(), size=tuple(size), mode="nearest")[:, 0]
+    return out.to(mask.dtype)
 
 
 def _up(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
