@@ -155,6 +155,12 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise ParamsError(f"{where}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads `3e-3` (no dot) as a string; accept what float() accepts.
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ParamsError(f"{where}: expected a number, got {value!r}")
         return float(value)
