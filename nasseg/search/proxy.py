@@ -127,15 +127,18 @@ class EarlyStoppingConfig:
 @dataclass(frozen=True)
 class DistillationConfig:
     """Knowledge distillation: MSE between student and teacher logits."""
-    teacher: str = "none"          # none | torchvision_deeplabv3 | checkpoint
+    teacher: str = "none"          # none | torchvision_deeplabv3 | checkpoint | refinenet_lw152 (the papers')
     weight: float = 0.3
-    path: str | None = None        # checkpoint file for teacher: checkpoint
+    path: str | None = None        # checkpoint (teacher: checkpoint) or the authors' rf_lw152 weights file
 
     def __post_init__(self) -> None:
-        if self.teacher not in ("none", "torchvision_deeplabv3", "checkpoint"):
-            raise ValueError(f"teacher must be none, torchvision_deeplabv3 or checkpoint, got {self.teacher!r}")
+        if self.teacher not in ("none", "torchvision_deeplabv3", "checkpoint", "refinenet_lw152"):
+            raise ValueError("teacher must be none, torchvision_deeplabv3, checkpoint or refinenet_lw152, "
+                             f"got {self.teacher!r}")
         if self.teacher == "checkpoint" and not self.path:
             raise ValueError("teacher: checkpoint needs 'path' to a checkpoint file")
+        if self.teacher == "refinenet_lw152" and not self.path:
+            raise ValueError("teacher: refinenet_lw152 needs 'path' to the authors' RefineNet-LW-152 weights file")
 
 
 @dataclass(frozen=True)

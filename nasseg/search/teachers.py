@@ -59,7 +59,11 @@ def load_pipeline_checkpoint(path: str | Path, device: str | torch.device = "cpu
 
 
 def load_teacher(config: DistillationConfig, num_classes: int, device: str | torch.device) -> nn.Module | None:
-    """The configured teacher on ``device``, or None when distillation is off."""
+    """The configured teacher on ``device``, or None when distillation is off.
+
+    ``refinenet_lw152`` (the papers' teacher) expects RGB/255 normalised with the
+    ImageNet mean/std (the authors' ``prepare_img``), the same input the search feeds.
+    """
     if config.teacher == "none":
         return None
     if config.teacher == "checkpoint":
@@ -81,4 +85,10 @@ def load_teacher(config: DistillationConfig, num_classes: int, device: str | tor
                 f"could not load torchvision's DeepLabV3-ResNet101 weights ({exc}); put "
                 f"deeplabv3_resnet101_coco-586e9e4e.pth in {cache}, or set distillation.teacher: none") from exc
         return _QuarterResolution(model.to(device), lambda out: out["out"])
+    if config.teacher == "refinenet_lw152":
+        # Logits are natively at 1/4 resolution: the wrapper's resize is a no-op for sizes divisible by 4.
+        from ..models.refinenet import RefineNetLW, load_refinenet_weights
+        model = RefineNetLW(num_classes, layers=(3, 8, 36, 3))
+        load_refinenet_weights(model, config.path)
+        return _QuarterResolution(model.to(device), lambda out: out)
     raise ValueError(f"unknown teacher {config.teacher!r}")
