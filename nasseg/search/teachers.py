@@ -32,8 +32,9 @@ class _QuarterResolution(nn.Module):
 
     def __init__(self, model: nn.Module, pick: Any):
         super().__init__()
-        self.model = model.eval()
+        self.model = model
         self.pick = pick
+        self.eval()  # a teacher never trains: BatchNorm statistics stay frozen
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
