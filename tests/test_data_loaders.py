@@ -156,3 +156,24 @@ def test_missing_or_broken_prepared_files(prepared, tmp_path):
     ds.items[0][0].unlink()
     with pytest.raises(DataError, match=re.escape(str(ds.items[0][0]))):
         ds[0]
+
+
+def test_workers_start_after_the_parent_used_opencv_threads(prepared):
+    """Regression: touching OpenCV's thread pool in a forked worker deadlocked the loader
+    once the parent had run a large (multi-threaded) OpenCV operation."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import cv2, numpy as np
+        from nasseg.data import PreparedDataset, make_loader
+        cv2.cvtColor(np.zeros((1024, 2048, 3), np.uint8), cv2.COLOR_BGR2RGB)
+        ds = PreparedDataset({str(prepared)!r}, "train")
+        x, y = next(iter(make_loader(ds, batch_size=2, train=True, workers=1)))
+        print(tuple(x.shape))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "(2, 3, 48, 96)"

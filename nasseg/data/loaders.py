@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import random
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -13,12 +12,12 @@ from .transforms import AugmentParams, train_transform, val_transform
 
 
 def _init_worker(worker_id: int) -> None:
-    # Seed numpy/random from torch's per-worker seed; keep OpenCV single-threaded
-    # in workers (the processes already run in parallel).
+    # Seed numpy/random from torch's per-worker seed (torch itself is seeded per worker).
+    # Do not touch OpenCV's thread pool here: cv2.setNumThreads in a forked worker
+    # deadlocks when the parent process has already used that pool.
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
-    cv2.setNumThreads(1)
 
 
 def make_loader(dataset: Dataset, batch_size: int, *, train: bool, workers: int = 2,
