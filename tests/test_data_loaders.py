@@ -161,6 +161,8 @@ def test_missing_or_broken_prepared_files(prepared, tmp_path):
 def test_workers_start_after_the_parent_used_opencv_threads(prepared):
     """Regression: touching OpenCV's thread pool in a forked worker deadlocked the loader
     once the parent had run a large (multi-threaded) OpenCV operation."""
+    import os
+    import signal
     import subprocess
     import sys
     import textwrap
@@ -173,7 +175,13 @@ def test_workers_start_after_the_parent_used_opencv_threads(prepared):
         x, y = next(iter(make_loader(ds, batch_size=2, train=True, workers=1)))
         print(tuple(x.shape))
     """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "(2, 3, 48, 96)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the worker too
+        proc.communicate()
+        pytest.fail("the loader's worker deadlocked")
+    assert proc.returncode == 0, err
+    assert out.strip() == "(2, 3, 48, 96)"
