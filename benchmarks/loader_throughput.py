@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="clamp the shorter side instead of the longer one")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--batches", type=int, default=12, help="timed batches per setting")
+    parser.add_argument("--batches", type=int, default=20, help="timed batches per setting")
     parser.add_argument("--num-images", type=int, default=24)
     parser.add_argument("--height", type=int, default=1024)
     parser.add_argument("--width", type=int, default=2048)
