@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .weights import WeightsError
+from .weights import WeightsError, check_state_dict, strip_module_prefix, unwrap_state_dict
 
 _WEIGHTS_HINT = (
     "Download the authors' RefineNet-LW-152 PASCAL VOC checkpoint (the 'rf_lw152' / '152_voc' model "
@@ -155,22 +155,6 @@ class RefineNetLW(nn.Module):
         return self.clf_conv(x1)
 
 
-def _unwrap(state: Mapping) -> Mapping:
-    """The state dict inside a checkpoint dict (``state_dict``, ``model``, ``segmenter``, ...)."""
-    if any(isinstance(v, torch.Tensor) for v in state.values()):
-        return state
-    for key in ("state_dict", "model", "segmenter", "net", "teacher"):
-        if isinstance(state.get(key), Mapping):
-            return _unwrap(state[key])
-    return state
-
-
-def _summary(keys: list[str], limit: int = 20) -> str:
-    shown = "\n    ".join(keys[:limit])
-    more = f"\n    ... and {len(keys) - limit} more" if len(keys) > limit else ""
-    return f"\n    {shown}{more}"
-
-
 def load_refinenet_weights(model: RefineNetLW, path_or_state_dict: str | os.PathLike | Mapping) -> None:
     """Load the authors' ``rf_lw*`` weights into ``model``, strictly.
 
@@ -194,22 +178,12 @@ def load_refinenet_weights(model: RefineNetLW, path_or_state_dict: str | os.Path
             source = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(source, Mapping):
         raise WeightsError(f"{where}: expected a state dict, got {type(source).__name__}")
-    mapped = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in _unwrap(source).items()}
+    mapped = strip_module_prefix(unwrap_state_dict(source))
     target = model.state_dict()
-    missing = [k for k in target if k not in mapped and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in mapped if k not in target]
-    mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(target[k].shape)}"
-                  for k, v in mapped.items() if k in target and tuple(v.shape) != tuple(target[k].shape)]
-    if missing or unexpected or mismatched:
-        parts = [f"{where} does not match RefineNet-LW (is it the authors' rf_lw152 file for "
-                 f"{model.clf_conv.out_channels} classes?)"]
-        if missing:
-            parts.append(f"  missing from the checkpoint ({len(missing)}):{_summary(missing)}")
-        if unexpected:
-            parts.append(f"  not used by the model ({len(unexpected)}):{_summary(unexpected)}")
-        if mismatched:
-            parts.append(f"  shape mismatch ({len(mismatched)}):{_summary(mismatched)}")
-        raise WeightsError("\n".join(parts))
+    check_state_dict(target, mapped,
+                     f"{where} does not match RefineNet-LW (is it the authors' rf_lw152 file for "
+                     f"{model.clf_conv.out_channels} classes?)",
+                     optional=lambda k: k.endswith("num_batches_tracked"))
     for k in target:
         if k.endswith("num_batches_tracked") and k not in mapped:
             mapped[k] = target[k]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -22,7 +22,7 @@ from .encoder import MobileNetV2Encoder, imagenet_state_dict
 
 _TO_ORIGINAL = [(re.compile(r"\.nodes\."), "._ops."), (re.compile(r"^decoder\.layers\."), "decoder._ops.")]
 _FROM_ORIGINAL = [(re.compile(r"\._ops\.(?=.)"), ".nodes."), (re.compile(r"^decoder\.nodes\."), "decoder.layers.")]
-_WRAPPER_KEYS = ("segmenter", "state_dict", "model")
+_WRAPPER_KEYS = ("segmenter", "state_dict", "model", "net", "teacher")
 
 
 class WeightsError(RuntimeError):
@@ -46,18 +46,44 @@ def from_original_key(key: str) -> str:
     return key
 
 
-def _unwrap(state_dict: Mapping) -> Mapping[str, torch.Tensor]:
-    if not any(k.startswith(("encoder.", "decoder.", "module.")) for k in state_dict):
-        for key in _WRAPPER_KEYS:
-            if key in state_dict and isinstance(state_dict[key], Mapping):
-                return _unwrap(state_dict[key])
-    return state_dict
+def unwrap_state_dict(state: Mapping) -> Mapping[str, torch.Tensor]:
+    """The state dict itself, or the one a checkpoint dict wraps (``segmenter``, ``state_dict``, ...)."""
+    if any(isinstance(v, torch.Tensor) for v in state.values()):
+        return state
+    for key in _WRAPPER_KEYS:
+        if isinstance(state.get(key), Mapping):
+            return unwrap_state_dict(state[key])
+    return state
+
+
+def strip_module_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop DataParallel's ``module.`` prefix where present."""
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
 
 
 def _summary(keys: list[str], limit: int = 20) -> str:
     shown = "\n    ".join(keys[:limit])
     more = f"\n    ... and {len(keys) - limit} more" if len(keys) > limit else ""
     return f"\n    {shown}{more}"
+
+
+def check_state_dict(target: Mapping[str, torch.Tensor], source: Mapping[str, torch.Tensor], header: str,
+                     *, name: Callable[[str], str] = lambda k: k,
+                     optional: Callable[[str], bool] = lambda k: False) -> None:
+    """Raise :class:`WeightsError` listing missing, unused and mis-shaped keys (shown via ``name``)."""
+    missing = [name(k) for k in target if k not in source and not optional(k)]
+    unexpected = [name(k) for k in source if k not in target]
+    mismatched = [f"{name(k)}: checkpoint {tuple(v.shape)} vs model {tuple(target[k].shape)}"
+                  for k, v in source.items() if k in target and tuple(v.shape) != tuple(target[k].shape)]
+    if missing or unexpected or mismatched:
+        parts = [header]
+        if missing:
+            parts.append(f"  missing from the checkpoint ({len(missing)}):{_summary(missing)}")
+        if unexpected:
+            parts.append(f"  not used by the model ({len(unexpected)}):{_summary(unexpected)}")
+        if mismatched:
+            parts.append(f"  shape mismatch ({len(mismatched)}):{_summary(mismatched)}")
+        raise WeightsError("\n".join(parts))
 
 
 def load_original_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
@@ -69,26 +95,11 @@ def load_original_weights(model: nn.Module, state_dict: Mapping[str, torch.Tenso
     :class:`WeightsError` lists the missing, unexpected and mismatched keys
     (in the authors' naming).
     """
-    source = _unwrap(state_dict)
-    mapped: dict[str, torch.Tensor] = {}
-    for key, value in source.items():
-        key = key[len("module."):] if key.startswith("module.") else key
-        mapped[from_original_key(key)] = value
-    target = model.state_dict()
-    missing = [to_original_key(k) for k in target if k not in mapped]
-    unexpected = [to_original_key(k) for k in mapped if k not in target]
-    mismatched = [f"{to_original_key(k)}: checkpoint {tuple(v.shape)} vs model {tuple(target[k].shape)}"
-                  for k, v in mapped.items() if k in target and tuple(v.shape) != tuple(target[k].shape)]
-    if missing or unexpected or mismatched:
-        parts = ["checkpoint does not match the model (was it built from the same genotype, "
-                 "num_classes, agg_size, repeats and aux_cell?)"]
-        if missing:
-            parts.append(f"  missing from the checkpoint ({len(missing)}):{_summary(missing)}")
-        if unexpected:
-            parts.append(f"  not used by the model ({len(unexpected)}):{_summary(unexpected)}")
-        if mismatched:
-            parts.append(f"  shape mismatch ({len(mismatched)}):{_summary(mismatched)}")
-        raise WeightsError("\n".join(parts))
+    source = strip_module_prefix(unwrap_state_dict(state_dict))
+    mapped = {from_original_key(k): v for k, v in source.items()}
+    check_state_dict(model.state_dict(), mapped,
+                     "checkpoint does not match the model (was it built from the same genotype, "
+                     "num_classes, agg_size, repeats and aux_cell?)", name=to_original_key)
     model.load_state_dict(mapped, strict=True)
 
 
