@@ -15,12 +15,24 @@ from pathlib import Path
 from typing import Any
 
 
+def _default_mode(folder: bool) -> int:
+    """The mode a plain open()/mkdir() would give under the current umask.
+
+    mkstemp/mkdtemp create 0600/0700 entries; renamed into place they would
+    stay private, unlike every other output.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if folder else 0o666) & ~umask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` atomically (fsync'd temp file + os.replace)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _default_mode(folder=False))
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -51,6 +63,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, _default_mode(folder=True))
     try:
         yield tmp
     except BaseException:

@@ -137,13 +137,6 @@ def read_synthetic_marker(raw: Path) -> dict[str, Any] | None:
                         "re-run the synthesize stage") from exc
 
 
-def make_readable(folder: Path) -> None:
-    """Give a temporary folder (created 0700) the usual permissions (umask applies)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(folder, 0o777 & ~umask)
-
-
 def _check_out(raw: Path, out: Path) -> None:
     r, o = raw.resolve(), out.resolve()
     if o == r or r in o.parents or o in r.parents:
@@ -255,7 +248,6 @@ def prepare_dataset(dataset: str, raw: Path, out: Path, params: PrepareParams | 
             extra["lists"] = {s: f"{s}.seg.lst" for s in extra["splits"]}
         atomic_write_json(tmp / "meta.json", meta)
         (tmp / PREPARED_MARKER).write_text(FORMAT + "\n")
-        make_readable(tmp)
     log.info("prepared %s into %s: %s", dataset, out,
              ", ".join(f"{k} {v}" for k, v in sizes.items()))
     return meta

@@ -14,7 +14,7 @@ from typing import Literal
 
 from ..io import atomic_directory, atomic_write_json
 from .errors import DataError
-from .prepare import SYNTHETIC_MARKER, format_module, make_readable, read_synthetic_marker
+from .prepare import SYNTHETIC_MARKER, format_module, read_synthetic_marker
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,6 @@ def synthesize_dataset(dataset: str, out: Path, *, num_images: int, seed: int, h
             raise DataError(f"{out}: cannot synthesize {dataset}: {exc}") from exc
         marker["splits"] = splits
         atomic_write_json(tmp / SYNTHETIC_MARKER, marker)
-        make_readable(tmp)
     log.info("synthesized %s at %s: %s", dataset, out,
              ", ".join(f"{k} {v}" for k, v in splits.items()))
     return marker
