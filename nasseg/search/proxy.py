@@ -319,6 +319,9 @@ class ProxyEvaluator:
         self.seed = seed
         self.cuda = self.device.type == "cuda"
         self.amp = config.amp and self.cuda
+        # bfloat16 needs no loss scaling; float16 (older GPUs) gets a GradScaler.
+        self.amp_dtype = (torch.bfloat16 if self.amp and torch.cuda.is_bf16_supported() else torch.float16)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
         # channels_last pays on CPU too (oneDNN): ~1.6x per stage-1 step in benchmarks/search_step.py.
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         torch.manual_seed(seed)  # a randomly initialised encoder is the same in every worker
@@ -342,7 +345,7 @@ class ProxyEvaluator:
         bs = self.config.val_batch_size
         for i in range(0, len(images), bs):
             x = images[i:i + bs].to(self.device).contiguous(memory_format=self.memory_format)
-            with torch.autocast(self.device.type, enabled=self.amp):
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
                 outs.append([f.float() for f in self.encoder(x)])
         return [torch.cat(level).contiguous(memory_format=self.memory_format) for level in zip(*outs)]
 
@@ -479,12 +482,15 @@ class ProxyEvaluator:
             raise NonFiniteLoss(f"training loss became {loss.item()} in {where}")
         for o in optims:
             o.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler.scale(loss).backward()
+        for o in optims:
+            self.scaler.unscale_(o)   # clip the true gradients (no-op without float16 scaling)
         for group, clip in zip(params, clips):
             if clip > 0:
                 nn.utils.clip_grad_norm_(group, clip)
         for o in optims:
-            o.step()
+            self.scaler.step(o)
+        self.scaler.update()
 
     def _stage1_epoch(self, model: nn.Module, optim: torch.optim.Optimizer, polyak: Polyak,
                       epoch: int, arch_seed: int) -> None:
@@ -500,7 +506,7 @@ class ProxyEvaluator:
                 continue
             feats = [f.index_select(0, idx).contiguous(memory_format=self.memory_format) for f in self.s1_feats]
             teacher = self.s1_teacher.index_select(0, idx) if self.s1_teacher is not None else None
-            with torch.autocast(self.device.type, enabled=self.amp):
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
                 out = model.decoder(feats)
                 loss = self._loss(out, self.s1_masks.index_select(0, idx), teacher)
             self._step(loss, params, [s1.grad_clip], [optim], f"stage 1 epoch {epoch}")
@@ -519,7 +525,7 @@ class ProxyEvaluator:
             if self.teacher is not None:
                 with torch.no_grad():
                     teacher = self.teacher(image)
-            with torch.autocast(self.device.type, enabled=self.amp):
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
                 out = model(image)
                 # As the original: the target is nearest-downsampled to the output size.
                 logits = out[0] if isinstance(out, tuple) else out
@@ -534,7 +540,7 @@ class ProxyEvaluator:
         bs = self.config.val_batch_size
         for i in range(0, len(self.val_masks), bs):
             mask = self.val_masks[i:i + bs]
-            with torch.autocast(self.device.type, enabled=self.amp):
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
                 if cached:
                     logits = _main_logits(model.decoder([f[i:i + bs] for f in self.val_feats]))
                 else:
