@@ -9,7 +9,6 @@ DVC re-run what depends on the compiled code when it changes.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import subprocess
@@ -17,6 +16,8 @@ import sys
 from pathlib import Path
 
 from nasseg.io import atomic_write_json
+
+from .params import stage_parser
 
 EXTENSIONS = ["nasseg.metrics._confusion"]
 
@@ -46,8 +47,7 @@ def build(root: Path) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser("python -m stages.build_ext", __doc__)
     parser.add_argument("--out", type=Path, default=Path("build/ext.json"),
                         help="where to write the build record (default: %(default)s)")
     parser.add_argument("--root", type=Path, default=Path("."), help="repository root")

@@ -26,6 +26,13 @@ class ParamsError(ValueError):
     """A problem with params.yaml or a --set override; the message says where."""
 
 
+def stage_parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """A stage's parser: first paragraph of its docstring as description, the rest as epilog."""
+    head, _, rest = doc.strip().partition("\n\n")
+    return argparse.ArgumentParser(prog=prog, description=head, epilog=rest or None,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """Add the `--params FILE` and repeatable `--set key=value` options."""
     parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS,

@@ -31,16 +31,13 @@ from pathlib import Path
 from nasseg.data.classes import DATASETS
 from nasseg.data.errors import DataError
 from nasseg.data.prepare import PrepareParams, prepare_dataset
-from stages.params import ParamsError, add_common_args, load_section
+from stages.params import ParamsError, add_common_args, load_section, stage_parser
 
 log = logging.getLogger("stages.prepare")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m stages.prepare",
-                                     description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser("python -m stages.prepare", __doc__)
     parser.add_argument("--dataset", required=True, choices=DATASETS)
     parser.add_argument("--raw", type=Path, required=True,
                         help="the dataset in its official layout (e.g. data/raw/<dataset>)")

@@ -14,7 +14,6 @@ num_archs (or time_limit_s) and rerun to extend a finished search.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from nasseg.data import DataError
 from nasseg.models import PretrainedWeightsUnavailable
 from nasseg.search.runner import SearchConfig, run_search
 
-from .params import ParamsError, add_common_args, load_section, read_yaml
+from .params import ParamsError, add_common_args, load_section, read_yaml, stage_parser
 
 EXPERIMENTS = ("wacv", "cvpr")
 
@@ -35,9 +34,7 @@ def load_config(params: Path, experiment: str, overrides: list[str]) -> SearchCo
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stages.search", description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser("python -m stages.search", __doc__)
     parser.add_argument("--experiment", required=True, choices=EXPERIMENTS,
                         help="wacv (template space, CityScapes) or cvpr (auxiliary cells, VOC)")
     parser.add_argument("--data", type=Path, required=True, help="prepared dataset folder (with meta.json)")

@@ -24,16 +24,13 @@ from nasseg.data.classes import DATASETS
 from nasseg.data.errors import DataError
 from nasseg.data.prepare import format_module
 from nasseg.data.synthesize import DataParams, SynthesizeParams, synthesize_dataset
-from stages.params import ParamsError, add_common_args, load_section
+from stages.params import ParamsError, add_common_args, load_section, stage_parser
 
 log = logging.getLogger("stages.synthesize")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m stages.synthesize",
-                                     description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser("python -m stages.synthesize", __doc__)
     parser.add_argument("--dataset", required=True, choices=DATASETS)
     parser.add_argument("--out", type=Path, required=True,
                         help="where to write the raw dataset (e.g. data/raw/<dataset>)")

@@ -15,13 +15,8 @@ from nasseg.search import (MicroController, TemplateController, action_length, a
 SPACES = ("cvpr", "wacv")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The controller's ops are tiny: extra intra-op threads only add contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# The controller's ops are tiny: extra intra-op threads only add contention.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 PUBLISHED = [("cvpr", "arch0"), ("cvpr", "arch1"), ("cvpr", "arch2"), ("wacv", "arch0"), ("wacv", "arch1")]
 

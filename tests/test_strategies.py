@@ -17,13 +17,8 @@ SPACES = ("cvpr", "wacv")
 GENOTYPE_CLASS = {"cvpr": CVPRGenotype, "wacv": WACVGenotype}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The controller's ops are tiny: extra intra-op threads only add contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# The controller's ops are tiny: extra intra-op threads only add contention.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def matching_reward(space: str, seed: int) -> Callable[[tuple[int, ...]], float]:

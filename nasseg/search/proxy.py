@@ -407,12 +407,7 @@ class ProxyEvaluator:
                 self._stage1_epoch(model, optim, polyak, epoch, arch_seed)
                 polyak.write_back()
                 if (epoch + 1) % s1.val_every == 0 or epoch + 1 == s1.epochs:
-                    tv = time.perf_counter()
-                    scores = self._validate(model, cached=True)
-                    timings["validation_s"] = timings.get("validation_s", 0.0) + time.perf_counter() - tv
-                    point = f"s1e{epoch}"
-                    validations.append((point, scores["reward"]))
-                    go_on = es.step(point, scores["reward"], rng)
+                    scores, go_on = self._checkpoint(model, f"s1e{epoch}", True, es, rng, timings, validations)
                     if not go_on:
                         break
         timings["stage1_s"] = time.perf_counter() - t - timings.get("validation_s", 0.0)
@@ -443,12 +438,7 @@ class ProxyEvaluator:
                 self._stage2_epoch(model, loader, enc_optim, dec_optim, polyak, epoch)
                 polyak.write_back()
                 if (epoch + 1) % s2.val_every == 0 or epoch + 1 == s2.epochs:
-                    tv = time.perf_counter()
-                    scores = self._validate(model, cached=False)
-                    timings["validation_s"] = timings.get("validation_s", 0.0) + time.perf_counter() - tv
-                    point = f"s2e{epoch}"
-                    validations.append((point, scores["reward"]))
-                    go_on = es.step(point, scores["reward"], rng)
+                    scores, go_on = self._checkpoint(model, f"s2e{epoch}", False, es, rng, timings, validations)
                     if not go_on:
                         break
         timings["stage2_s"] = time.perf_counter() - t - (timings.get("validation_s", 0.0) - v0)
@@ -460,6 +450,15 @@ class ProxyEvaluator:
         return ArchResult(status="ok" if go_on else "early_stopped", reward=float(reward),
                           metrics={k: float(v) for k, v in scores.items()}, validations=validations,
                           params=params, flops=flops, timings=timings)
+
+    def _checkpoint(self, model: nn.Module, point: str, cached: bool, es: EarlyStopping, rng: random.Random,
+                    timings: dict[str, float], validations: list[tuple[str, float]]) -> tuple[dict[str, float], bool]:
+        """Validate at ``point``, record it, and ask early stopping whether to go on."""
+        t = time.perf_counter()
+        scores = self._validate(model, cached=cached)
+        timings["validation_s"] = timings.get("validation_s", 0.0) + time.perf_counter() - t
+        validations.append((point, scores["reward"]))
+        return scores, es.step(point, scores["reward"], rng)
 
     # -- training loops --------------------------------------------------------
     def _loss(self, out: Any, mask: torch.Tensor, teacher: torch.Tensor | None) -> torch.Tensor:
