@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..genotypes import CVPRGenotype
-from .ops import OPS, conv3x3, conv_bn_relu, resize_to
+from .ops import OPS, conv3x3, conv_bn_relu, match_sizes, resize_to
 
 
 class Sum(nn.Module):
@@ -22,12 +22,7 @@ class Sum(nn.Module):
 
 
 def _sum_resized(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    # (H, W) tuples compared lexicographically, as in the original.
-    sx, sy = tuple(x.shape[2:]), tuple(y.shape[2:])
-    if sx > sy:
-        y = resize_to(y, sx)
-    elif sx < sy:
-        x = resize_to(x, sy)
+    x, y = match_sizes(x, y, larger=True)
     return x + y
 
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["OPS", "AGG_OPS", "conv_bn_relu", "conv3x3", "resize_to"]
+__all__ = ["OPS", "AGG_OPS", "conv_bn_relu", "conv3x3", "resize_to", "match_sizes"]
 
 
 def conv_bn_relu(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequential:
@@ -38,6 +38,21 @@ def resize_to(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tens
     if tuple(x.shape[2:]) == tuple(size):
         return x
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def match_sizes(x: torch.Tensor, y: torch.Tensor, larger: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resize one of two maps so both share a spatial size.
+
+    Sizes compare as (H, W) tuples, lexicographically, as in the original;
+    ``larger=True`` brings the smaller map up to the larger, ``False`` the
+    larger down to the smaller.
+    """
+    sx, sy = tuple(x.shape[2:]), tuple(y.shape[2:])
+    if sx == sy:
+        return x, y
+    if (sx > sy) == larger:
+        return x, resize_to(y, sx)
+    return resize_to(x, sy), y
 
 
 def _conv_op(dilation: int) -> Callable[[int, int, int, int], nn.Module]:
@@ -162,11 +177,6 @@ OPS: dict[str, Callable[[int, int, int, int], nn.Module]] = {
 # Aggregations (WACV templates): combine two inputs into c_out channels.
 # ---------------------------------------------------------------------------
 
-def _larger(a: torch.Size, b: torch.Size) -> bool:
-    """Spatial sizes compared as (H, W) tuples, lexicographically (as the original)."""
-    return tuple(a) > tuple(b)
-
-
 class Adapt(nn.Module):
     """Bring two inputs to c_out channels (1x1 conv_bn_relu where needed) and one size.
 
@@ -187,12 +197,7 @@ class Adapt(nn.Module):
             x = self.conv0(x)
         if hasattr(self, "conv1"):
             y = self.conv1(y)
-        sx, sy = x.shape[2:], y.shape[2:]
-        if _larger(sx, sy) == self.larger and tuple(sx) != tuple(sy):
-            y = resize_to(y, sx)
-        elif tuple(sx) != tuple(sy):
-            x = resize_to(x, sy)
-        return x, y
+        return match_sizes(x, y, self.larger)
 
 
 class ParamSum(nn.Module):
