@@ -41,6 +41,7 @@ from ..genotypes import Genotype
 from ..metrics import ConfusionMatrix
 from ..models import build_segmenter, count_parameters
 from ..models.encoder import RETURN_STAGES, MobileNetV2Encoder
+from ..models.ops import resize_to
 
 IGNORE_INDEX = 255
 
@@ -466,13 +467,13 @@ class ProxyEvaluator:
         logits, aux = out if isinstance(out, tuple) else (out, [])
         size = mask.shape[-2:]
         target = mask.long()
-        loss = F.cross_entropy(_up(logits, size), target, ignore_index=IGNORE_INDEX)
+        loss = F.cross_entropy(resize_to(logits, size), target, ignore_index=IGNORE_INDEX)
         if self.config.aux_weight > 0:
             for a in aux:
-                loss = loss + self.config.aux_weight * F.cross_entropy(_up(a, size), target, ignore_index=IGNORE_INDEX)
+                loss = loss + self.config.aux_weight * F.cross_entropy(resize_to(a, size), target, ignore_index=IGNORE_INDEX)
         if teacher is not None and self.config.distillation.weight > 0:
             loss = loss + self.config.distillation.weight * F.mse_loss(
-                _up(logits, teacher.shape[-2:]).float(), teacher.float())
+                resize_to(logits, teacher.shape[-2:]).float(), teacher.float())
         return loss
 
     def _step(self, loss: torch.Tensor, params: Sequence[Sequence[nn.Parameter]], clips: Sequence[float],
@@ -545,7 +546,7 @@ class ProxyEvaluator:
                 else:
                     x = self.val_images[i:i + bs].to(self.device).contiguous(memory_format=self.memory_format)
                     logits = model(x)
-            pred = _up(logits.float(), mask.shape[-2:]).argmax(1)
+            pred = resize_to(logits.float(), mask.shape[-2:]).argmax(1)
             cm.update(pred.to(torch.uint8).cpu(), mask)
         scores = cm.scores(omit_classes=self.config.omit_classes)
         return {k: float(scores[k]) for k in ("miou", "mean_acc", "fwiou", "pixel_acc", "reward")}
@@ -562,12 +563,6 @@ def _nearest(mask: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         return mask
     out = F.interpolate(mask[:, None].float(), size=tuple(size), mode="nearest")[:, 0]
     return out.to(mask.dtype)
-
-
-def _up(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 def estimate_flops(model: nn.Module, input_hw: Sequence[int]) -> int | None:

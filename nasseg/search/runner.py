@@ -137,10 +137,9 @@ class SearchState:
 
 
 def _record(p: Proposal, result: dict[str, Any], worker: str) -> dict[str, Any]:
+    """One history line: the proposal's fields (so it can be rebuilt), then the result."""
     return {
-        "id": p.id,
-        "genotype": p.genotype.to_dict(),
-        "action": list(p.action),
+        **_proposal_to_dict(p),
         "reward": result["reward"],
         "status": result["status"],
         "reason": result["reason"],
@@ -150,8 +149,6 @@ def _record(p: Proposal, result: dict[str, Any], worker: str) -> dict[str, Any]:
         "validations": [list(v) for v in result["validations"]],
         "timings": result["timings"],
         "worker": worker,
-        "controller_step": p.controller_step,
-        "log_prob": p.log_prob,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 
@@ -190,8 +187,7 @@ def run_search(config: SearchConfig, data_dir: str | Path, out_dir: str | Path, 
     # Results written before a kill but not yet learned from: replay them.
     for r in history:
         if r["id"] not in state.observed:
-            state.learn(Proposal(id=r["id"], genotype=genotype_from_dict(r["genotype"]), action=tuple(r["action"]),
-                                 log_prob=r["log_prob"], controller_step=r["controller_step"]), r)
+            state.learn(_proposal_from_dict(r), r)   # records carry the proposal's fields
     state.pending = [p for p in state.pending if p.id not in done]
     state.save()
 
