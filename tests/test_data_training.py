@@ -27,6 +27,7 @@ def evaluate(model, dataset):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
 def test_small_model_learns_synthetic_cityscapes(tmp_path):
     synthesize_dataset("cityscapes", tmp_path / "raw", num_images=48, seed=0, height=64,
                        width=128)
@@ -37,31 +38,26 @@ def test_small_model_learns_synthetic_cityscapes(tmp_path):
     val = PreparedDataset(tmp_path / "prepared", "val", val_transform(aug))
     assert (len(train), len(val)) == (36, 12)
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # steady timing on a shared 2-core machine
-    try:
-        torch.manual_seed(0)
-        model = nasseg.build_segmenter(nasseg.published_genotype("wacv", "arch0"), NUM_CLASSES,
-                                       agg_size=16, repeats=1)  # random (not ImageNet) weights
-        before = evaluate(model, val)
-        optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
-        loader = make_loader(train, 8, train=True, workers=0, seed=0)
-        steps = 0
-        while steps < 150:
-            for x, y in loader:
-                model.train()
-                logits = F.interpolate(model(x), size=y.shape[-2:], mode="bilinear",
-                                       align_corners=False)
-                loss = F.cross_entropy(logits, y, ignore_index=255)
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
-                steps += 1
-                if steps == 150:
-                    break
-        after = evaluate(model, val)
-    finally:
-        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = nasseg.build_segmenter(nasseg.published_genotype("wacv", "arch0"), NUM_CLASSES,
+                                   agg_size=16, repeats=1)  # random (not ImageNet) weights
+    before = evaluate(model, val)
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    loader = make_loader(train, 8, train=True, workers=0, seed=0)
+    steps = 0
+    while steps < 150:
+        for x, y in loader:
+            model.train()
+            logits = F.interpolate(model(x), size=y.shape[-2:], mode="bilinear",
+                                   align_corners=False)
+            loss = F.cross_entropy(logits, y, ignore_index=255)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            steps += 1
+            if steps == 150:
+                break
+    after = evaluate(model, val)
 
     chance = 1.0 / NUM_CLASSES
     assert before["miou"] < chance, before["miou"]

@@ -11,7 +11,7 @@ import torch
 import nasseg
 from nasseg.models.encoder import MobileNetV2Encoder
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class BaseSegmenterTest:

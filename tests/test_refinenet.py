@@ -59,13 +59,8 @@ def refinenet_lw_params(layers=LAYERS_152, num_classes=21) -> int:
 RF_LW152_VOC_PARAMS = 61_993_301
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny inputs through a deep net: thread sync dominates, and collapses when the CPU is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny inputs through a deep net: thread sync dominates, and collapses when the CPU is shared.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
