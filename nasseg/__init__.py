@@ -5,17 +5,32 @@ The public API used by the pipeline and by users::
     g = nasseg.published_genotype("wacv", "arch0")       # or genotype_from_legacy / _json
     model = nasseg.build_segmenter(g, num_classes=19)    # agg_size=64, repeats=2
     nasseg.load_original_weights(model, torch.load("authors.ckpt"))
-"""
-from .genotypes import (CVPRGenotype, Genotype, GenotypeError, WACVGenotype, genotype_from_dict,
-                        genotype_from_json, genotype_from_legacy, published_genotype,
-                        random_genotype)
-from .models import (PretrainedWeightsUnavailable, WeightsError, build_segmenter, count_parameters,
-                     export_original_weights, load_imagenet_encoder, load_original_weights)
 
-__all__ = [
-    "CVPRGenotype", "WACVGenotype", "Genotype", "GenotypeError",
-    "genotype_from_legacy", "genotype_from_json", "genotype_from_dict", "published_genotype",
-    "random_genotype", "build_segmenter", "count_parameters", "load_original_weights",
-    "export_original_weights", "load_imagenet_encoder", "WeightsError",
-    "PretrainedWeightsUnavailable",
-]
+The names below are loaded on first use (PEP 562), so that importing a light
+submodule (``nasseg.io``, ``nasseg.data.classes``) does not load torch and the
+models; ``from nasseg import build_segmenter`` works as usual.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+_GENOTYPES = ("CVPRGenotype", "WACVGenotype", "Genotype", "GenotypeError", "genotype_from_legacy",
+              "genotype_from_json", "genotype_from_dict", "published_genotype", "random_genotype")
+_MODELS = ("build_segmenter", "count_parameters", "load_original_weights", "export_original_weights",
+           "load_imagenet_encoder", "WeightsError", "PretrainedWeightsUnavailable")
+
+__all__ = [*_GENOTYPES, *_MODELS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _GENOTYPES:
+        from . import genotypes
+        return getattr(genotypes, name)
+    if name in _MODELS:
+        from . import models
+        return getattr(models, name)
+    raise AttributeError(f"module 'nasseg' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
