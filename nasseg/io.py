@@ -1,15 +1,24 @@
-"""Atomic file output: write to a temporary name beside the target, then rename.
+"""Atomic file output, and an exclusive lock on a folder in use.
 
-An interrupted run therefore never leaves a half-written file or folder under
-the final name, and re-running a stage is always safe.
+Atomic output: write to a temporary name beside the target, then rename. An
+interrupted run therefore never leaves a half-written file or folder under the
+final name, and re-running a stage is always safe.
+
+Locks are operating-system locks (``flock``) on a file: the kernel releases them
+when the process ends, however it ends (SIGKILL included), so a stale lock never
+has to be removed by hand. The lock file records who holds it (host, PID, start
+time) so that a refused run can say so.
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,3 +86,39 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     os.replace(tmp, path)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+class LockHeldError(RuntimeError):
+    """Another process holds the lock; the message names it."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on file `path` (created if needed) for the block.
+
+    Refuses at once, with :class:`LockHeldError` naming the holder's host, PID and
+    start time, when another process holds it. `what` says what the lock guards,
+    for that message.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+            try:
+                info = json.loads(holder)
+                who = f"PID {info['pid']} on host {info['host']}, started {info['started']}"
+            except (ValueError, KeyError, TypeError):
+                who = "another process"
+            raise LockHeldError(f"{what} is in use by {who} (lock file {path}); wait for that run "
+                                "to finish or stop it, then run again") from None
+        record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (record + "\n").encode(), 0)
+        yield
+    finally:
+        os.close(fd)   # closing the descriptor releases the lock

@@ -7,30 +7,63 @@ top-level key: ``default`` for the small CPU stand-in, ``paper`` for the
 papers' settings); ``--set key=value`` overrides a key of that section, e.g.
 ``--set num_archs=50 --set proxy.stage1.epochs=2 --set devices=[cuda:0,cuda:1]``.
 
-Writes <out>/history.jsonl (one line per architecture), <out>/checkpoint.pt
-(controller and strategy state, after every update) and <out>/summary.json.
-Killed at any moment, the same command resumes where it stopped; raise
-num_archs (or time_limit_s) and rerun to extend a finished search.
+While it runs, the search keeps its resumable state (history.jsonl, one line per
+architecture; checkpoint.pt, the controller and strategy state; search.log) in
+<state>/<fingerprint>/, where the fingerprint hashes the parameters (less the
+budget and devices), the prepared data's fingerprint and the search code; <state>
+defaults to .state/<out name> beside <out>. Killed at any moment, the same command
+resumes where it stopped; raise num_archs (or time_limit_s) and rerun to extend a
+finished search; changed parameters start a fresh search in another state folder,
+and going back to earlier ones finds theirs again. One run at a time uses a state
+folder: a second is refused at once, naming the first.
+
+When the search completes it writes, each file atomically, <out>/history.jsonl and
+<out>/summary.json, and <metrics>/metrics.json and <metrics>/rewards.csv (small
+files for `dvc metrics` and `dvc plots`; <metrics> defaults to <out>).
 """
 from __future__ import annotations
 
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from nasseg.data import DataError
-from nasseg.models import PretrainedWeightsUnavailable
-from nasseg.search.runner import SearchConfig, run_search
+from nasseg.io import LockHeldError
 
 from .params import ParamsError, add_common_args, load_section, read_yaml, stage_parser
+from .state import code_digest, default_state_root, locked_root, state_folder
+
+if TYPE_CHECKING:
+    from nasseg.search.runner import SearchConfig
 
 EXPERIMENTS = ("wacv", "cvpr")
 
 
 def load_config(params: Path, experiment: str, overrides: list[str]) -> SearchConfig:
     """The experiment's search config at the preset named in params.yaml."""
+    from nasseg.search.runner import SearchConfig
+
     preset = read_yaml(params).get("preset", "default")
     return load_section(params, f"search.{experiment}.{preset}", SearchConfig, overrides)
+
+
+def search(args: Any, root: Path) -> dict[str, Any]:
+    """Load the parameters, find the state folder of this run in `root`, run the search."""
+    # Imported here, after the caller took the lock: a second run is refused at once
+    # instead of after loading torch.
+    from nasseg.data import read_meta
+    from nasseg.search.runner import run_search
+
+    config = load_config(args.params, args.experiment, args.overrides)
+    key = {"stage": "search", "experiment": args.experiment, "params": config.fingerprint(),
+           "data": read_meta(args.data)["fingerprint"], "code": code_digest(["stages.search"])}
+    state = state_folder(root, key)
+    log_file = logging.FileHandler(state / "search.log")
+    log_file.setFormatter(logging.getLogger().handlers[0].formatter)
+    logging.getLogger().addHandler(log_file)
+    logging.getLogger("stages.search").info("state folder %s", state)
+    return run_search(config, args.data, args.out, state_dir=state, metrics_dir=args.metrics,
+                      progress=not args.no_progress)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,19 +71,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiment", required=True, choices=EXPERIMENTS,
                         help="wacv (template space, CityScapes) or cvpr (auxiliary cells, VOC)")
     parser.add_argument("--data", type=Path, required=True, help="prepared dataset folder (with meta.json)")
-    parser.add_argument("--out", type=Path, required=True, help="output folder (resumed if it exists)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="output folder: history.jsonl and summary.json, written on completion")
+    parser.add_argument("--metrics", type=Path, default=None,
+                        help="folder for metrics.json and rewards.csv (default: --out)")
+    parser.add_argument("--state", type=Path, default=None,
+                        help="state root; each parameter set resumes from its own folder in it "
+                             "(default: .state/<out name> beside --out)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_common_args(parser)
     args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        handlers=[logging.StreamHandler(), logging.FileHandler(args.out / "search.log")])
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        config = load_config(args.params, args.experiment, args.overrides)
-        summary = run_search(config, args.data, args.out, progress=not args.no_progress)
-    except (ParamsError, DataError, PretrainedWeightsUnavailable, ValueError, FileNotFoundError) as exc:
+        with locked_root(args.state or default_state_root(args.out)) as root:
+            summary = search(args, root)
+    except LockHeldError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        from nasseg.data import DataError
+        from nasseg.models import PretrainedWeightsUnavailable
+
+        if isinstance(exc, (ParamsError, DataError, PretrainedWeightsUnavailable, ValueError,
+                            FileNotFoundError)):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise
     best = summary["best_reward"]
     print(f"evaluated {summary['num_evaluated']} architectures; best reward "
           f"{best:.4f}" if best is not None else "no architecture succeeded", file=sys.stderr)

@@ -97,22 +97,31 @@ def test_sigkill_and_resume_match_an_uninterrupted_run(cityscapes, tmp_path):
     subprocess.run(search_cmd(params, cityscapes, ref), cwd=ROOT, env=env, check=True, capture_output=True)
 
     out = tmp_path / "killed"
-    history = out / "history.jsonl"
+
+    def state_history() -> Path | None:   # the history grows in the run's state folder
+        found = list((tmp_path / ".state" / "killed").glob("*/history.jsonl"))
+        assert len(found) <= 1, found
+        return found[0] if found else None
+
     for kill_after in (1, 3):   # killed twice, each time inside the next architecture
         proc = subprocess.Popen(search_cmd(params, cityscapes, out), cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 240
-        while not (history.exists() and len(history.read_bytes().splitlines()) >= kill_after):
+        while not ((h := state_history()) and len(h.read_bytes().splitlines()) >= kill_after):
             assert time.monotonic() < deadline and proc.poll() is None, "search ended before the kill"
             time.sleep(0.05)
         time.sleep(0.3)
         proc.send_signal(signal.SIGKILL)
         assert proc.wait() == -signal.SIGKILL
+        # Declared outputs appear only when the search completes.
+        assert not (out / "history.jsonl").exists() and not (out / "summary.json").exists()
+    history = state_history()
     before = history.read_bytes()
     subprocess.run(search_cmd(params, cityscapes, out), cwd=ROOT, env=env, check=True,
                    capture_output=True, timeout=600)
-    # Earlier lines are untouched by the resumed runs.
+    # Earlier lines are untouched by the resumed runs, and the output is the state's history.
     assert history.read_bytes().startswith(before[: before.rfind(b"\n") + 1])
+    assert (out / "history.jsonl").read_bytes() == history.read_bytes()
     got, want = read_history(out), read_history(ref)
     assert [r["id"] for r in got] == list(range(5))
     assert essence(got) == essence(want)
@@ -161,3 +170,57 @@ def test_bad_devices_and_params_fail_clearly(cityscapes, tmp_path):
     proc = subprocess.run(search_cmd(params, cityscapes, tmp_path / "run") + ["--set", "proxy.stage1.epoch=2"],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2 and "unknown key(s) epoch" in proc.stderr and "stage1" in proc.stderr
+
+
+def state_folders(root: Path) -> dict[str, bytes]:
+    """Each state folder under `root` and the bytes of its history."""
+    return {p.parent.name: p.read_bytes() for p in root.glob("*/history.jsonl")}
+
+
+def test_changed_parameters_start_fresh_and_reverting_finds_the_old_state(cityscapes, tmp_path):
+    params = write_params(tmp_path / "p.yaml", num_archs=1)
+    out, states = tmp_path / "run", tmp_path / ".state" / "run"
+    cmd = search_cmd(params, cityscapes, out)
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=600)
+    (first,) = state_folders(states).items()
+    assert (out / "history.jsonl").read_bytes() == first[1]
+
+    # Another parameter set: a fresh search in another folder; the first is untouched.
+    subprocess.run(cmd + ["--set", "proxy.agg_size=8"], cwd=ROOT, check=True, capture_output=True,
+                   timeout=600)
+    folders = state_folders(states)
+    assert len(folders) == 2 and folders[first[0]] == first[1]
+    (second,) = set(folders) - {first[0]}
+    assert (out / "history.jsonl").read_bytes() == folders[second]
+    assert json.loads((states / second / "key.json").read_text())["params"] != \
+        json.loads((states / first[0] / "key.json").read_text())["params"]
+
+    # Back to the first parameters: their state is found; the search is complete, so the
+    # outputs are published again without training anything.
+    proc = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True, timeout=600)
+    assert state_folders(states) == folders
+    assert (out / "history.jsonl").read_bytes() == first[1]
+    assert "resuming" in proc.stderr and "1 architectures recorded" in proc.stderr
+
+
+def test_a_second_run_on_a_folder_in_use_is_refused(cityscapes, tmp_path):
+    params = write_params(tmp_path / "p.yaml", num_archs=3)
+    out = tmp_path / "run"
+    first = subprocess.Popen(search_cmd(params, cityscapes, out), cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not list((tmp_path / ".state" / "run").glob("*/key.json")):
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.05)
+        started = time.monotonic()
+        second = subprocess.run(search_cmd(params, cityscapes, out), cwd=ROOT, capture_output=True,
+                                text=True, timeout=60)
+        assert time.monotonic() - started < 10
+        assert second.returncode == 2
+        assert f"in use by PID {first.pid}" in second.stderr and "lock file" in second.stderr
+        assert first.wait(timeout=600) == 0
+    finally:
+        first.kill()
+    ids = [r["id"] for r in read_history(out)]
+    assert ids == [0, 1, 2]

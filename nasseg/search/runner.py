@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from ..genotypes import genotype_from_dict
 from .proxy import EarlyStopping, ProxyConfig
-from .store import SearchStore
+from .store import SearchStore, publish
 from .strategies import Proposal, StrategyConfig, make_strategy
 from .workers import SearchDataConfig, make_workers
 
@@ -118,9 +118,9 @@ class SearchState:
             raise ValueError(f"{self.store.checkpoint_path}: unknown checkpoint version {ckpt.get('version')}")
         if ckpt["fingerprint"] != self.config.fingerprint():
             raise ValueError(
-                f"{self.store.out} holds a search run with different parameters (only num_archs, "
-                "time_limit_s and devices may change when resuming); use another --out, or delete "
-                f"{self.store.out} to start over")
+                f"{self.store.out} holds the state of a search with different parameters (only "
+                "num_archs, time_limit_s and devices may change when resuming); use another "
+                f"state folder, or move {self.store.out} away to start over")
         self.strategy.load_state_dict(ckpt["strategy"])
         self.early_stopping = EarlyStopping(self.config.proxy.early_stopping, ckpt["early_stopping"])
         self.pending = [_proposal_from_dict(d) for d in ckpt["pending"]]
@@ -171,9 +171,16 @@ def summarise(config: SearchConfig, history: list[dict[str, Any]], elapsed: floa
 
 
 def run_search(config: SearchConfig, data_dir: str | Path, out_dir: str | Path, *,
+               state_dir: str | Path | None = None, metrics_dir: str | Path | None = None,
                progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) a search; return the summary written to summary.json."""
-    store = SearchStore(out_dir)
+    """Run (or resume) a search; return the summary written to summary.json.
+
+    The resumable state (history, controller checkpoint) lives in `state_dir`
+    (default: `out_dir` itself); when the search completes, history.jsonl and
+    summary.json are written to `out_dir`, metrics.json and rewards.csv to
+    `metrics_dir` (default: `out_dir`).
+    """
+    store = SearchStore(state_dir if state_dir is not None else out_dir)
     state = SearchState(config, store)
     history = store.read_history()
     ckpt = store.load_checkpoint()
@@ -234,9 +241,9 @@ def run_search(config: SearchConfig, data_dir: str | Path, out_dir: str | Path, 
             bar.set_postfix(best=f"{best:.4f}" if best > -math.inf else "-", last=record["status"])
     bar.close()
     summary = summarise(config, history, state.elapsed())
-    store.write_summary(summary)
-    store.write_metrics({"num_evaluated": summary["num_evaluated"], "best_reward": summary["best_reward"],
-                         "archs_per_hour": summary["archs_per_hour"],
-                         **{f"status_{k}": v for k, v in summary["status_counts"].items()}})
-    store.write_reward_curve(history)
+    metrics = {"num_evaluated": summary["num_evaluated"], "best_reward": summary["best_reward"],
+               "archs_per_hour": summary["archs_per_hour"],
+               **{f"status_{k}": v for k, v in summary["status_counts"].items()}}
+    publish(history, summary, metrics, out_dir,
+            metrics_dir if metrics_dir is not None else out_dir)
     return summary

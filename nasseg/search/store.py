@@ -1,4 +1,9 @@
-"""On-disk state of a search: history.jsonl, checkpoint.pt, summary.json.
+"""On-disk state of a search (history.jsonl, checkpoint.pt) and its published results.
+
+A search keeps its resumable state in one folder (:class:`SearchStore`) and, when it
+completes, publishes its results (:func:`publish`) -- possibly elsewhere: the pipeline
+keeps the state of each parameter set in a folder of its own and publishes into the
+stage's declared outputs.
 
 * ``history.jsonl``: one JSON line per evaluated architecture, appended with a
   single ``write`` on an ``O_APPEND`` descriptor and fsync'd, so a line is
@@ -31,14 +36,13 @@ REWARDS = "rewards.csv"
 
 
 class SearchStore:
-    """Reads and writes one search's output folder."""
+    """Reads and writes one search's resumable state folder."""
 
-    def __init__(self, out: str | os.PathLike):
-        self.out = Path(out)
+    def __init__(self, folder: str | os.PathLike):
+        self.out = Path(folder)
         self.out.mkdir(parents=True, exist_ok=True)
         self.history_path = self.out / HISTORY
         self.checkpoint_path = self.out / CHECKPOINT
-        self.summary_path = self.out / SUMMARY
 
     # -- history ---------------------------------------------------------------
     def read_history(self) -> list[dict[str, Any]]:
@@ -83,20 +87,25 @@ class SearchStore:
         torch.save(state, buf)
         atomic_write_bytes(self.checkpoint_path, buf.getvalue())
 
-    def write_summary(self, summary: dict[str, Any]) -> None:
-        atomic_write_json(self.summary_path, summary)
 
-    def write_metrics(self, metrics: dict[str, Any]) -> None:
-        """Scalars only, for `dvc metrics show/diff`."""
-        atomic_write_json(self.out / METRICS, metrics)
+def publish(history: list[dict[str, Any]], summary: dict[str, Any], metrics: dict[str, Any],
+            out: str | os.PathLike, metrics_dir: str | os.PathLike) -> None:
+    """Write a completed search's results, each file atomically.
 
-    def write_reward_curve(self, history: list[dict[str, Any]]) -> None:
-        """id, reward and best reward so far, for `dvc plots`."""
-        lines = ["id,reward,best_so_far,status"]
-        best = float("-inf")
-        for r in sorted(history, key=lambda r: r["id"]):
-            if r["status"] in ("ok", "early_stopped"):
-                best = max(best, r["reward"])
-            shown = "" if best == float("-inf") else f"{best:.6f}"
-            lines.append(f"{r['id']},{r['reward']:.6f},{shown},{r['status']}")
-        atomic_write_bytes(self.out / REWARDS, ("\n".join(lines) + "\n").encode())
+    ``<out>/history.jsonl`` and ``<out>/summary.json``; ``<metrics_dir>/metrics.json``
+    (scalars, for `dvc metrics`) and ``<metrics_dir>/rewards.csv`` (id, reward, best
+    reward so far, status, for `dvc plots`).
+    """
+    out, metrics_dir = Path(out), Path(metrics_dir)
+    lines = "".join(json.dumps(r, sort_keys=False, allow_nan=True) + "\n" for r in history)
+    atomic_write_bytes(out / HISTORY, lines.encode("utf-8"))
+    atomic_write_json(out / SUMMARY, summary)
+    atomic_write_json(metrics_dir / METRICS, metrics)
+    rows = ["id,reward,best_so_far,status"]
+    best = float("-inf")
+    for r in sorted(history, key=lambda r: r["id"]):
+        if r["status"] in ("ok", "early_stopped"):
+            best = max(best, r["reward"])
+        shown = "" if best == float("-inf") else f"{best:.6f}"
+        rows.append(f"{r['id']},{r['reward']:.6f},{shown},{r['status']}")
+    atomic_write_bytes(metrics_dir / REWARDS, ("\n".join(rows) + "\n").encode())
