@@ -1,6 +1,5 @@
-# Data: synthesize_<dataset> writes synthetic stand-ins to data/raw/<dataset> in the
-# official layout; prepare_<dataset> converts data/raw/<dataset> to data/prepared/<dataset>.
-# The same commands as the stages of the same names in dvc.yaml.
+# Data: the guard that protects a user's download. The data rules themselves
+# (synthesize_<dataset>, prepare_<dataset>) come from the stage table like every other.
 #
 # With `data.source.<dataset>: real` in params.yaml there is no synthesize rule for that
 # dataset: data/raw/<dataset> is your download (placed or linked there) and Snakemake
@@ -12,13 +11,8 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-DATASETS = ["voc", "nyud", "cityscapes", "camvid"]
 DATA_SOURCE = config["data"]["source"]
 SYNTHETIC_MARKER = "SYNTHETIC.json"
-
-
-def _data_code(*names):
-    return ["nasseg/data/" + n for n in names]
 
 
 def _check_synthetic_target(ds):
@@ -33,47 +27,9 @@ def _check_synthetic_target(ds):
             "move it away.")
 
 
-for _ds in DATASETS:
-    _mat = ["matfile.py"] if _ds in ("voc", "nyud") else []
+for _ds in pipeline.DATASETS:
     if DATA_SOURCE[_ds] == "synthetic":
         _check_synthetic_target(_ds)
-
-        rule:
-            name: f"synthesize_{_ds}"
-            input:
-                "stages/synthesize.py",
-                _data_code("synthesize.py", "synthetic.py", f"formats/{_ds}.py", "classes.py",
-                           "imageio.py", *_mat),
-            output:
-                directory(f"data/raw/{_ds}"),
-            params:
-                dataset=_ds,
-                seed=config["synthesize"]["seed"],
-                size=config["synthesize"][_ds],
-            log:
-                f"logs/synthesize_{_ds}.log",
-            shell:
-                "python -m stages.synthesize --dataset {params.dataset} --out {output} > {log} 2>&1"
-
     elif not Path(f"data/raw/{_ds}").exists():
         print(f"note: data.source.{_ds} is 'real' but data/raw/{_ds} does not exist; place or "
               "link your download there (README: 'Using the real datasets')", file=sys.stderr)
-
-    rule:
-        name: f"prepare_{_ds}"
-        input:
-            raw=f"data/raw/{_ds}",
-            code=["stages/prepare.py"] + _data_code("prepare.py", f"formats/{_ds}.py",
-                                                    "formats/common.py", "classes.py",
-                                                    "imageio.py", *_mat),
-        output:
-            f"data/prepared/{_ds}/meta.json",
-        params:
-            dataset=_ds,
-            out=f"data/prepared/{_ds}",
-            prepare=config["prepare"],
-        log:
-            f"logs/prepare_{_ds}.log",
-        shell:
-            "python -m stages.prepare --dataset {params.dataset} --raw {input.raw} "
-            "--out {params.out} > {log} 2>&1"

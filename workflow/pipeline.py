@@ -1,0 +1,265 @@
+"""The pipeline's stages, each written once; Snakemake and DVC both follow from here.
+
+Every stage's command, code and data inputs, outputs, parameter keys, metrics and
+plots are declared in :func:`stages`. ``workflow/Snakefile`` builds one rule per
+stage from this table, and this script writes ``dvc.yaml`` from it::
+
+    python workflow/pipeline.py            # rewrite dvc.yaml
+    python workflow/pipeline.py --check    # exit 1 if the committed dvc.yaml is stale
+
+Why a table in Python rather than ``dvc.yaml`` as the source: the code dependencies
+are *computed* -- a stage depends on the source of every project module its entry
+points import, transitively (:mod:`stages.imports`) -- which DVC's templating cannot
+do, while Snakemake, being Python, reads the table directly. ``dvc.yaml`` is then an
+output, checked by a test.
+
+Conventions the table keeps:
+
+* ``cmd`` is the exact shell command both tools run (Snakemake adds ``> {log} 2>&1``).
+* ``entry``: the modules the command runs. Plug-ins that a stage loads by name at run
+  time (one dataset format) are named here too; the static import closure of these
+  modules is the stage's code dependencies.
+* ``params``: dotted keys of params.yaml, as DVC tracks them; ``${preset}`` stands
+  for the active preset, so DVC tracks only the preset that runs (and ``preset``).
+* Heavy outputs go to ``runs/`` and ``data/`` (cached by DVC, ignored by git); small
+  metrics and plots go to ``reports/`` (``cache: false``, committed to git), so that
+  ``dvc metrics diff`` / ``dvc plots diff`` read them for any revision.
+* Resumable state (the search's history and checkpoint) is never a declared output: it
+  lives in a ``.state`` folder keyed by the run's fingerprint (:mod:`stages.state`).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import yaml  # noqa: E402
+
+from stages.imports import closure_files  # noqa: E402
+
+DATASETS = ("voc", "nyud", "cityscapes", "camvid")
+#: The dataset each experiment searches on.
+SEARCH_DATA = {"wacv": "cityscapes", "cvpr": "voc"}
+DVC_YAML = ROOT / "dvc.yaml"
+PRESET = "${preset}"
+
+
+@dataclass(frozen=True)
+class Out:
+    """One declared output."""
+
+    path: str
+    #: cached by DVC (large, ignored by git) or not (small, committed to git / rebuilt)
+    cache: bool = True
+    #: DVC leaves it in place before re-running (a user's download, not resumable state)
+    persist: bool = False
+    #: a folder (Snakemake's `directory()`)
+    directory: bool = False
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline stage: what it runs, reads and writes."""
+
+    name: str
+    cmd: str
+    entry: tuple[str, ...]
+    deps: tuple[str, ...] = ()
+    outs: tuple[Out, ...] = ()
+    params: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()
+    plots: tuple[str, ...] = ()
+    #: GPUs the stage holds (Snakemake's `gpu` resource)
+    gpus: int = 0
+    #: whether Snakemake has a rule for it (DVC always does)
+    snakemake: bool = True
+    #: extra source inputs that are not Python modules (setup.py, the .pyx)
+    sources: tuple[str, ...] = ()
+    comment: str = ""
+
+    def code(self) -> list[str]:
+        """The stage's code inputs: the import closure of its entry modules, and its sources."""
+        return sorted({*closure_files(self.entry), *self.sources})
+
+    def inputs(self) -> list[str]:
+        """Everything the stage reads, code first."""
+        return [*self.code(), *self.deps]
+
+    def outputs(self) -> list[str]:
+        """Everything the stage writes: outputs, metrics, plots."""
+        return [o.path for o in self.outs] + list(self.metrics) + list(self.plots)
+
+    def param_values(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The values of the stage's parameter keys in `config` (what Snakemake compares)."""
+        return {resolve_key(config, key): lookup(config, key) for key in self.params}
+
+
+def resolve_key(config: Mapping[str, Any], key: str) -> str:
+    """`key` with ``${name}`` replaced by the top-level value of `name` in `config`."""
+    return re.sub(r"\$\{(\w+)\}", lambda m: str(config[m.group(1)]), key)
+
+
+def lookup(config: Mapping[str, Any], key: str) -> Any:
+    node: Any = config
+    for part in resolve_key(config, key).split("."):
+        node = node[part]
+    return node
+
+
+def gpus_of(devices: list[str]) -> int:
+    return sum(1 for d in devices if str(d).startswith("cuda"))
+
+
+# -- the stages, by topic --------------------------------------------------------------
+
+def build_stages() -> list[Stage]:
+    return [Stage(
+        name="build_ext",
+        cmd="python -m stages.build_ext --out build/ext.json",
+        entry=("stages.build_ext",),
+        sources=("setup.py", "nasseg/metrics/_confusion.pyx"),
+        outs=(Out("build/ext.json", cache=False),),
+        comment="Compile the Cython extension in place; later stages depend on its record.",
+    )]
+
+
+def data_stages(config: Mapping[str, Any]) -> list[Stage]:
+    stages = []
+    for ds in DATASETS:
+        fmt = f"nasseg.data.formats.{ds}"
+        raw, prepared = f"data/raw/{ds}", f"data/prepared/{ds}"
+        stages.append(Stage(
+            name=f"synthesize_{ds}",
+            cmd=f"python -m stages.synthesize --dataset {ds} --out {raw}",
+            entry=("stages.synthesize", fmt),
+            params=(f"data.source.{ds}", "synthesize.seed", f"synthesize.{ds}"),
+            outs=(Out(raw, cache=False, persist=True, directory=True),),
+            # With data.source.<ds>: real, data/raw/<ds> is the user's download: Snakemake
+            # treats it as a source (no rule), DVC's stage only checks its layout.
+            snakemake=config["data"]["source"][ds] == "synthetic",
+            comment=(f"Synthetic stand-in of {ds} in its official layout (or, with "
+                     f"data.source.{ds}: real, a check of your download). Never cached or "
+                     "deleted by DVC (persist), so a real download placed there is safe."),
+        ))
+        stages.append(Stage(
+            name=f"prepare_{ds}",
+            cmd=f"python -m stages.prepare --dataset {ds} --raw {raw} --out {prepared}",
+            entry=("stages.prepare", fmt),
+            deps=(raw,),
+            params=("prepare",),
+            outs=(Out(prepared, directory=True),),
+            comment=f"Convert {raw} to the prepared format; versioned by DVC.",
+        ))
+    return stages
+
+
+def search_stages(config: Mapping[str, Any]) -> list[Stage]:
+    stages = []
+    for exp, ds in SEARCH_DATA.items():
+        out, reports = f"runs/search/{exp}", f"reports/{exp}/search"
+        stages.append(Stage(
+            name=f"search_{exp}",
+            cmd=(f"python -m stages.search --experiment {exp} --data data/prepared/{ds} "
+                 f"--out {out} --metrics {reports} --no-progress"),
+            entry=("stages.search",),
+            deps=("build/ext.json", f"data/prepared/{ds}"),
+            params=("preset", f"search.{exp}.{PRESET}"),
+            outs=(Out(f"{out}/history.jsonl"), Out(f"{out}/summary.json")),
+            metrics=(f"{reports}/metrics.json",),
+            plots=(f"{reports}/rewards.csv",),
+            gpus=gpus_of(lookup(config, f"search.{exp}.{PRESET}.devices")),
+            comment=(f"Architecture search ({exp} space on {ds}). Its resumable state lives in "
+                     f"runs/search/.state/{exp}/<fingerprint>/, outside the outputs."),
+        ))
+    return stages
+
+
+def stages(config: Mapping[str, Any]) -> list[Stage]:
+    """Every stage of the pipeline for the parameters `config` (params.yaml).
+
+    Only Snakemake's view (which rules exist, GPU counts) depends on the values; the
+    DVC stages written from it do not, so dvc.yaml is the same for every params.yaml.
+    """
+    return [*build_stages(), *data_stages(config), *search_stages(config)]
+
+
+def plot_definitions() -> list[dict[str, Any]]:
+    """Top-level `plots:` of dvc.yaml: how the plot files are drawn."""
+    return [{f"Search rewards per architecture ({exp.upper()})": {
+                "x": "id", "y": {f"reports/{exp}/search/rewards.csv": ["reward", "best_so_far"]}}}
+            for exp in SEARCH_DATA]
+
+
+# -- dvc.yaml ---------------------------------------------------------------------------
+
+def _dvc_out(out: Out) -> str | dict[str, Any]:
+    opts = {k: v for k, v in (("cache", out.cache), ("persist", out.persist))
+            if v != Out.__dataclass_fields__[k].default}
+    return {out.path: opts} if opts else out.path
+
+
+def dvc_stage(stage: Stage) -> dict[str, Any]:
+    entry: dict[str, Any] = {"cmd": stage.cmd, "deps": stage.inputs()}
+    if stage.params:
+        entry["params"] = list(stage.params)
+    if stage.outs:
+        entry["outs"] = [_dvc_out(o) for o in stage.outs]
+    if stage.metrics:
+        entry["metrics"] = [{m: {"cache": False}} for m in stage.metrics]
+    if stage.plots:
+        entry["plots"] = [{p: {"cache": False}} for p in stage.plots]
+    return entry
+
+
+def render_dvc_yaml(config: Mapping[str, Any]) -> str:
+    header = ("# GENERATED by `python workflow/pipeline.py` from the stage table in that file;\n"
+              "# do not edit: change the table and regenerate (a test fails when this is stale).\n"
+              "# Code dependencies are the computed import closure of each stage's entry points.\n")
+    parts = [header, "stages:\n"]
+    for stage in stages(config):
+        if stage.comment:
+            parts.append("".join(f"  # {line}\n" for line in _wrap(stage.comment, 86)))
+        body = yaml.safe_dump({stage.name: dvc_stage(stage)}, sort_keys=False, width=100)
+        parts.append("".join(f"  {line}\n" for line in body.splitlines()))
+    parts.append("\n" + yaml.safe_dump({"plots": plot_definitions()}, sort_keys=False, width=100))
+    return "".join(parts)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width)
+
+
+def read_params(path: Path = ROOT / "params.yaml") -> dict[str, Any]:
+    return yaml.safe_load(path.read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python workflow/pipeline.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true",
+                        help="do not write; exit 1 if dvc.yaml differs from the table")
+    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    args = parser.parse_args(argv)
+    text = render_dvc_yaml(read_params(args.params))
+    if args.check:
+        if not DVC_YAML.is_file() or DVC_YAML.read_text() != text:
+            print(f"{DVC_YAML} is stale: run `python workflow/pipeline.py` and commit it",
+                  file=sys.stderr)
+            return 1
+        return 0
+    DVC_YAML.write_text(text)
+    print(f"wrote {DVC_YAML}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

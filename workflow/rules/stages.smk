@@ -1,0 +1,28 @@
+# One rule per stage of the table in workflow/pipeline.py (the single definition that
+# dvc.yaml is written from). Inputs: the stage's code (the computed import closure of
+# its entry modules) and data; params: the values of the params.yaml keys it reads, so
+# that editing one reruns the stage and what follows; a log per rule.
+
+for _stage in pipeline.stages(config):
+    if not _stage.snakemake:
+        continue
+
+    rule:
+        name: _stage.name
+        input:
+            code=_stage.code(),
+            data=list(_stage.deps),
+        output:
+            [directory(o.path) if o.directory else o.path for o in _stage.outs],
+            metrics=list(_stage.metrics),
+            plots=list(_stage.plots),
+        params:
+            values=_stage.param_values(config),
+            # bound here: `shell:` is evaluated when the job runs, after the loop has moved on
+            cmd=_stage.cmd,
+        resources:
+            gpu=_stage.gpus,
+        log:
+            f"logs/{_stage.name}.log",
+        shell:
+            "{params.cmd} > {log} 2>&1"
