@@ -22,7 +22,7 @@ from pathlib import Path
 
 from nasseg.data.classes import DATASETS
 from nasseg.data.errors import DataError
-from nasseg.data.prepare import format_module
+from nasseg.data.formats import get_format
 from nasseg.data.synthesize import DataParams, SynthesizeParams, synthesize_dataset
 from stages.params import ParamsError, add_common_args, load_section, stage_parser
 
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         source = args.source or getattr(load_section(args.params, "data", DataParams).source,
                                         args.dataset)
         if source == "real":
-            format_module(args.dataset).check_layout(args.out)
+            get_format(args.dataset).check_layout(args.out)
             print(f"data.source.{args.dataset} is 'real': using your download at {args.out} "
                   "(layout checked); nothing synthesized")
             return 0

@@ -8,18 +8,25 @@
   outputs, locks or caches.
 * :func:`run_cli`: run a command with this interpreter's tools (snakemake, dvc) first on
   the PATH; fail with its output when it fails.
+* :class:`BaseFormatTest`: the bad-input cases every dataset format shares; each
+  test_data_<dataset>.py runs them through a small subclass.
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 import torch
+
+from nasseg.data import DataError, PrepareParams, prepare_dataset
+from nasseg.data.formats import get_format
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The folder holding this interpreter, so its snakemake and dvc are the ones run.
@@ -65,3 +72,110 @@ def run_cli(cmd: Sequence[str], cwd: Path, ok: bool = True, timeout: float = 600
     if ok:
         assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc
+
+
+class BaseFormatTest(ABC):
+    """The bad-input cases that every dataset format shares, written once.
+
+    A subclass per format (``class TestCamVidFormat(BaseFormatTest)`` in
+    test_data_camvid.py) sets :attr:`dataset`, :attr:`params` and the expected
+    message fragments, and implements the hooks: :meth:`build` writes a small valid
+    raw dataset; every other hook breaks it in one way and returns the file the
+    error must name. Each case checks that `prepare` raises a DataError whose message
+    starts with that file and goes on as the subclass says, and that it leaves no
+    output folder behind. (Not collected by itself: its name does not start with
+    "Test"; a subclass that misses a hook fails to instantiate.)
+    """
+
+    dataset: str
+    params: PrepareParams
+    #: a line of the format's layout text, which every error about the layout shows
+    layout_line: str
+    #: the first required path (relative to the raw folder) that check_layout reports
+    first_required: str
+    #: regular expressions for what each message says after the offending file
+    corrupt_says: str = ": corrupt or truncated image"
+    size_says: str
+    outside_says: str
+    empty_says: str
+
+    @abstractmethod
+    def build(self, raw: Path) -> None:
+        """Write a small, valid raw dataset in the official layout at `raw`."""
+
+    @abstractmethod
+    def remove_layout_path(self, raw: Path) -> Path:
+        """Delete a required file or folder of the layout; return it."""
+
+    @abstractmethod
+    def corrupt_image(self, raw: Path) -> Path:
+        """Truncate or garble an input image (or the file holding the images); return it."""
+
+    @abstractmethod
+    def mismatch_sizes(self, raw: Path) -> Path:
+        """Give a label (or depth map) another size than its image; return the file to name."""
+
+    @abstractmethod
+    def label_outside_classes(self, raw: Path) -> Path:
+        """Write a label value outside the classes; return the file holding it."""
+
+    @abstractmethod
+    def empty_split(self, raw: Path) -> Path:
+        """Leave one split without samples; return the file or folder that defines it."""
+
+    @pytest.fixture
+    def raw(self, tmp_path: Path) -> Path:
+        """A valid raw dataset written by :meth:`build`."""
+        raw = tmp_path / "raw"
+        self.build(raw)
+        return raw
+
+    def check_error(self, raw: Path, tmp_path: Path, path: Path, says: str) -> str:
+        """Prepare `raw`; assert a DataError starting with `path`, then `says`; return it."""
+        out = tmp_path / "out"
+        with pytest.raises(DataError) as err:
+            prepare_dataset(self.dataset, raw, out, self.params)
+        msg = str(err.value)
+        assert re.match(re.escape(str(path)) + says, msg), msg
+        assert not out.exists()
+        return msg
+
+    def test_missing_raw_folder(self, tmp_path: Path) -> None:
+        raw = tmp_path / "nope"
+        msg = self.check_error(raw, tmp_path, raw, ": raw data folder not found")
+        assert self.layout_line in msg
+
+    def test_raw_path_is_a_file(self, tmp_path: Path) -> None:
+        raw = tmp_path / "raw.zip"
+        raw.write_bytes(b"PK")
+        msg = self.check_error(raw, tmp_path, raw, ": expected a folder, found a file")
+        assert self.layout_line in msg
+
+    def test_missing_layout_path(self, raw: Path, tmp_path: Path) -> None:
+        get_format(self.dataset).check_layout(raw)
+        missing = self.remove_layout_path(raw)
+        msg = self.check_error(raw, tmp_path, missing, ": not found")
+        assert self.layout_line in msg
+        with pytest.raises(DataError) as err:  # what `synthesize --source real` runs
+            get_format(self.dataset).check_layout(raw)
+        assert str(err.value) == msg
+
+    def test_dataset_one_folder_too_deep(self, tmp_path: Path) -> None:
+        # A common mistake: linking the folder above the dataset.
+        nested = tmp_path / "download"
+        self.build(nested / self.dataset)
+        msg = self.check_error(nested, tmp_path, nested / self.first_required, ": not found")
+        assert self.layout_line in msg
+        assert f"link or move {nested / self.dataset}" in msg
+
+    def test_corrupt_image(self, raw: Path, tmp_path: Path) -> None:
+        self.check_error(raw, tmp_path, self.corrupt_image(raw), self.corrupt_says)
+
+    def test_image_and_label_of_different_sizes(self, raw: Path, tmp_path: Path) -> None:
+        self.check_error(raw, tmp_path, self.mismatch_sizes(raw), self.size_says)
+
+    def test_label_outside_the_classes(self, raw: Path, tmp_path: Path) -> None:
+        self.check_error(raw, tmp_path, self.label_outside_classes(raw), self.outside_says)
+
+    def test_empty_split(self, raw: Path, tmp_path: Path) -> None:
+        self.check_error(raw, tmp_path, self.empty_split(raw), self.empty_says)

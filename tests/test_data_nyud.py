@@ -2,8 +2,10 @@
 
 The writer here is the test's own (h5py + the 512-byte MATLAB header), not
 nasseg's, so a transposition bug in one cannot hide one in the other.
+The bad-input cases all formats share run from :class:`TestNyudFormat`.
 """
 import re
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -12,6 +14,8 @@ import scipy.io
 from PIL import Image
 
 from nasseg.data import DataError, PrepareParams, PreparedDataset, prepare_dataset
+
+from conftest import BaseFormatTest
 
 PARAMS = PrepareParams(workers=2, check_split_sizes="ignore")
 H, W, N = 6, 8, 4  # not square, so a missed transpose shows
@@ -140,16 +144,6 @@ def test_v5_file_instead_of_v73(tmp_path):
         prepare_dataset("nyud", raw, tmp_path / "out", PARAMS)
 
 
-def test_truncated_mat(tmp_path):
-    raw = tmp_path / "raw"
-    build(raw)
-    bad = raw / "nyu_depth_v2_labeled.mat"
-    bad.write_bytes(bad.read_bytes()[:3000])
-    with pytest.raises(DataError, match=re.escape(str(bad))):
-        prepare_dataset("nyud", raw, tmp_path / "out", PARAMS)
-    assert not (tmp_path / "out").exists()
-
-
 def test_split_index_outside_the_frames(tmp_path):
     raw = tmp_path / "raw"
     build(raw, train=(1, 5))
@@ -157,40 +151,42 @@ def test_split_index_outside_the_frames(tmp_path):
         prepare_dataset("nyud", raw, tmp_path / "out", PARAMS)
 
 
-def test_empty_split(tmp_path):
-    raw = tmp_path / "raw"
-    build(raw, test=())
-    with pytest.raises(DataError, match=re.escape(str(raw / "splits.mat")) + ".*testNdxs is empty"):
-        prepare_dataset("nyud", raw, tmp_path / "out", PARAMS)
+class TestNyudFormat(BaseFormatTest):
+    dataset = "nyud"
+    params = PARAMS
+    layout_line = "MATLAB v5: trainNdxs (795), testNdxs (654), 1-based"
+    first_required = "nyu_depth_v2_labeled.mat"
+    corrupt_says = r": cannot open nyu_depth_v2_labeled.mat as HDF5 \(.+\); re-download it"
+    size_says = (rf": depths is \({H - 1}, {W}, {N}\) \(MATLAB\) but images is {H}x{W}x3x{N}; "
+                 "image and depths must match in size")
+    outside_says = ": labels of frame 0004 hold values up to 6, outside the 5 classes"
+    empty_says = ": testNdxs is empty, so split 'test' would be empty"
 
+    def build(self, raw: Path) -> None:
+        build(raw)
 
-def test_depth_and_image_of_different_sizes(tmp_path):
-    raw = tmp_path / "raw"
-    build(raw)
-    images, depths, labels = frames()
-    write_v73(raw / "nyu_depth_v2_labeled.mat",
-              {"images": images, "depths": depths[:-1], "labels": labels})
-    with pytest.raises(DataError, match=re.escape(str(raw / "nyu_depth_v2_labeled.mat"))
-                       + ".*depths.*must match"):
-        prepare_dataset("nyud", raw, tmp_path / "out", PARAMS)
+    def remove_layout_path(self, raw: Path) -> Path:
+        (raw / "splits.mat").unlink()
+        return raw / "splits.mat"
 
+    def corrupt_image(self, raw: Path) -> Path:
+        bad = raw / "nyu_depth_v2_labeled.mat"
+        bad.write_bytes(bad.read_bytes()[:3000])
+        return bad
 
-def test_label_outside_the_mapping(tmp_path):
-    raw = tmp_path / "raw"
-    build(raw)
-    images, depths, labels = frames()
-    labels[2, 2, 3] = 6  # the mapping knows raw classes 1..5
-    write_v73(raw / "nyu_depth_v2_labeled.mat",
-              {"images": images, "depths": depths, "labels": labels})
-    with pytest.raises(DataError, match=re.escape(str(raw / "nyu_depth_v2_labeled.mat"))
-                       + ".*frame 0004.*outside"):
-        prepare_dataset("nyud", raw, tmp_path / "out", PARAMS)
+    def mismatch_sizes(self, raw: Path) -> Path:
+        images, depths, labels = frames()
+        write_v73(raw / "nyu_depth_v2_labeled.mat",
+                  {"images": images, "depths": depths[:-1], "labels": labels})
+        return raw / "nyu_depth_v2_labeled.mat"
 
+    def label_outside_classes(self, raw: Path) -> Path:
+        images, depths, labels = frames()
+        labels[2, 2, 3] = 6  # the mapping knows raw classes 1..5
+        write_v73(raw / "nyu_depth_v2_labeled.mat",
+                  {"images": images, "depths": depths, "labels": labels})
+        return raw / "nyu_depth_v2_labeled.mat"
 
-def test_missing_splits_file(tmp_path):
-    raw = tmp_path / "raw"
-    build(raw)
-    (raw / "splits.mat").unlink()
-    with pytest.raises(DataError, match="(?s)" + re.escape(str(raw / "splits.mat")) + ": not found.*"
-                       "trainNdxs"):
-        prepare_dataset("nyud", raw, tmp_path / "out", PARAMS)
+    def empty_split(self, raw: Path) -> Path:
+        build(raw, test=())
+        return raw / "splits.mat"

@@ -1,5 +1,9 @@
-"""PASCAL VOC 2012 + SBD: tiny official layout, split arithmetic, label sources, errors."""
+"""PASCAL VOC 2012 + SBD: tiny official layout, split arithmetic, label sources, errors.
+
+The bad-input cases all formats share run from :class:`TestVocFormat`.
+"""
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +13,8 @@ from PIL import Image
 
 from nasseg.data import DataError, PrepareParams, prepare_dataset
 from nasseg.data.formats.voc import split_ids
+
+from conftest import BaseFormatTest
 
 PARAMS = PrepareParams(workers=2, check_split_sizes="ignore")
 VOC = "VOCdevkit/VOC2012"
@@ -134,17 +140,6 @@ def test_rgb_label_is_rejected(tmp_path):
         prepare_dataset("voc", raw, tmp_path / "out", PARAMS)
 
 
-def test_palette_index_outside_the_classes(tmp_path):
-    raw = tmp_path / "raw"
-    build(raw)
-    bad = raw / VOC / "SegmentationClass/2009_v3.png"
-    arr = np.asarray(Image.open(bad)).copy()
-    arr[2, 2] = 21
-    save_palette_png(bad, arr)
-    with pytest.raises(DataError, match=re.escape(str(bad)) + ".*outside the classes: 21"):
-        prepare_dataset("voc", raw, tmp_path / "out", PARAMS)
-
-
 def test_sbd_value_outside_the_classes(tmp_path):
     raw = tmp_path / "raw"
     build(raw)
@@ -164,31 +159,12 @@ def test_corrupt_sbd_mat(tmp_path):
         prepare_dataset("voc", raw, tmp_path / "out", PARAMS)
 
 
-def test_missing_sbd_names_the_path(tmp_path):
-    raw = tmp_path / "raw"
-    build(raw)
-    (raw / SBD / "train.txt").unlink()
-    with pytest.raises(DataError) as err:
-        prepare_dataset("voc", raw, tmp_path / "out", PARAMS)
-    assert str(err.value).startswith(f"{raw / SBD / 'train.txt'}: not found")
-    assert "benchmark_RELEASE/dataset/cls/<id>.mat" in str(err.value)
-
-
 def test_missing_image_names_the_file_and_list(tmp_path):
     raw = tmp_path / "raw"
     build(raw)
     (raw / VOC / "JPEGImages/2009_v3.jpg").unlink()  # not in SBD: no fallback
     with pytest.raises(DataError, match=re.escape(str(raw / VOC / "JPEGImages/2009_v3.jpg"))
                        + ".*" + re.escape(str(raw / VOC / "ImageSets/Segmentation/val.txt"))):
-        prepare_dataset("voc", raw, tmp_path / "out", PARAMS)
-
-
-def test_empty_list_file(tmp_path):
-    raw = tmp_path / "raw"
-    build(raw)
-    empty = raw / VOC / "ImageSets/Segmentation/val.txt"
-    empty.write_text("\n")
-    with pytest.raises(DataError, match=re.escape(str(empty)) + ": list file is empty"):
         prepare_dataset("voc", raw, tmp_path / "out", PARAMS)
 
 
@@ -200,3 +176,43 @@ def test_official_split_sizes_are_checked_for_real_data(tmp_path):
         prepare_dataset("voc", raw, tmp_path / "out", PrepareParams(check_split_sizes="error"))
     meta = prepare_dataset("voc", raw, tmp_path / "out", PrepareParams(check_split_sizes="warn"))
     assert meta["synthetic"] is False
+
+
+class TestVocFormat(BaseFormatTest):
+    dataset = "voc"
+    params = PARAMS
+    layout_line = "benchmark_RELEASE/dataset/cls/<id>.mat"
+    first_required = "VOCdevkit/VOC2012/JPEGImages"
+    # 2009_v1 is a landscape image, 10x7 (WxH)
+    size_says = r": label is 11x7 \(WxH\) but its image .* is 10x7; .*same size"
+    outside_says = ": label values outside the classes: 21 "
+    empty_says = ": list file is empty"
+
+    def build(self, raw: Path) -> None:
+        build(raw)
+
+    def remove_layout_path(self, raw: Path) -> Path:
+        (raw / SBD / "train.txt").unlink()
+        return raw / SBD / "train.txt"
+
+    def corrupt_image(self, raw: Path) -> Path:
+        bad = raw / VOC / "JPEGImages/2008_b1.jpg"
+        bad.write_bytes(bad.read_bytes()[:-60])
+        return bad
+
+    def mismatch_sizes(self, raw: Path) -> Path:
+        bad = raw / VOC / "SegmentationClass/2009_v1.png"
+        save_palette_png(bad, np.zeros((7, 11), np.uint8))
+        return bad
+
+    def label_outside_classes(self, raw: Path) -> Path:
+        bad = raw / VOC / "SegmentationClass/2009_v3.png"
+        arr = np.asarray(Image.open(bad)).copy()
+        arr[2, 2] = 21
+        save_palette_png(bad, arr)
+        return bad
+
+    def empty_split(self, raw: Path) -> Path:
+        empty = raw / VOC / "ImageSets/Segmentation/val.txt"
+        empty.write_text("\n")
+        return empty

@@ -15,22 +15,22 @@ re-running is always safe.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from tqdm import tqdm
 
 from ..io import atomic_directory, atomic_write_json
-from .classes import DATASETS, OFFICIAL_SPLIT_SIZES
+from .classes import OFFICIAL_SPLIT_SIZES
 from .errors import DataError
+from .formats import get_format
+from .formats.base import Fingerprint, Plan, Sample, SplitLists
 from .imageio import check_same_size, place_file, read_bytes, verify_image, write_png
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,6 @@ SYNTHETIC_MARKER = "SYNTHETIC.json"
 #: Written by `prepare` into its output, so that a re-run may replace that folder
 #: even when a workflow tool removed meta.json first.
 PREPARED_MARKER = ".nasseg-prepared"
-
-LabelReader = Callable[[Path], tuple[np.ndarray, str]]
 
 
 @dataclass(frozen=True)
@@ -59,71 +57,6 @@ class PrepareParams:
     def __post_init__(self) -> None:
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
-
-
-@dataclass
-class Sample:
-    """One input pair of a file-based dataset."""
-
-    split: str
-    id: str
-    image: Path
-    label: Path
-    reader: LabelReader
-
-
-@dataclass
-class Plan:
-    """What a dataset converter found in the raw folder."""
-
-    dataset: str
-    meta: dict[str, Any]
-    samples: dict[str, list[Sample]] = field(default_factory=dict)
-    #: list/side files that also define the result (their hashes join the fingerprint)
-    side_inputs: list[Path] = field(default_factory=list)
-    #: converters that do not read one file per sample (NYUD) write the split themselves
-    writer: Callable[[Path, "PrepareParams", "Fingerprint"], dict[str, list[tuple[str, str]]]] | None = None
-
-
-@dataclass
-class Fingerprint:
-    """SHA-256 over (relative path, content hash) of every input file."""
-
-    root: Path
-    entries: dict[str, str] = field(default_factory=dict)
-
-    def add(self, path: Path, sha: str) -> None:
-        try:
-            rel = path.resolve().relative_to(self.root.resolve()).as_posix()
-        except ValueError:
-            rel = path.name
-        self.entries[rel] = sha
-
-    def add_file(self, path: Path) -> None:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                h.update(chunk)
-        self.add(path, h.hexdigest())
-
-    def digest(self) -> str:
-        h = hashlib.sha256()
-        for rel in sorted(self.entries):
-            h.update(f"{rel}\t{self.entries[rel]}\n".encode())
-        return "sha256:" + h.hexdigest()
-
-
-def _formats() -> dict[str, Any]:
-    from .formats import camvid, cityscapes, nyud, voc
-
-    return {"voc": voc, "nyud": nyud, "cityscapes": cityscapes, "camvid": camvid}
-
-
-def format_module(dataset: str) -> Any:
-    formats = _formats()
-    if dataset not in formats:
-        raise DataError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
-    return formats[dataset]
 
 
 def read_synthetic_marker(raw: Path) -> dict[str, Any] | None:
@@ -181,9 +114,9 @@ def _run(fn: Callable[[Any], Any], items: list[Any], workers: int, desc: str) ->
 
 
 def write_file_samples(plan: Plan, tmp: Path, params: PrepareParams, fp: Fingerprint,
-                       ) -> dict[str, list[tuple[str, str]]]:
+                       ) -> SplitLists:
     """Convert every sample of a file-based plan; return the list lines per split."""
-    lists: dict[str, list[tuple[str, str]]] = {}
+    lists: SplitLists = {}
     for split, samples in plan.samples.items():
         lines = []
         fn = lambda s: _convert_sample(s, tmp, params)  # noqa: E731
@@ -214,10 +147,10 @@ def prepare_dataset(dataset: str, raw: Path, out: Path, params: PrepareParams | 
     """Convert `raw` (official layout of `dataset`) into `out`; return meta.json's content."""
     params = params or PrepareParams()
     raw, out = Path(raw), Path(out)
-    fmt = format_module(dataset)
+    fmt = get_format(dataset)
     _check_out(raw, out)
     marker = read_synthetic_marker(raw) if raw.is_dir() else None
-    plan: Plan = fmt.plan(raw, class_mapping=class_mapping)
+    plan = fmt.plan(raw, class_mapping=class_mapping)
     fp = Fingerprint(raw)
     for path in plan.side_inputs:
         fp.add_file(path)

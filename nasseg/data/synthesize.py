@@ -14,7 +14,8 @@ from typing import Literal
 
 from ..io import atomic_directory, atomic_write_json
 from .errors import DataError
-from .prepare import SYNTHETIC_MARKER, format_module, read_synthetic_marker
+from .formats import get_format
+from .prepare import SYNTHETIC_MARKER, read_synthetic_marker
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def check_not_real(out: Path, dataset: str = "<dataset>") -> None:
 def synthesize_dataset(dataset: str, out: Path, *, num_images: int, seed: int, height: int,
                        width: int) -> dict:
     """Write `num_images` synthetic images of `dataset` at `out`; return the marker content."""
-    fmt = format_module(dataset)
+    fmt = get_format(dataset)
     out = Path(out)
     check_not_real(out, dataset)
     marker = {"dataset": dataset, "seed": seed, "num_images": num_images, "height": height,

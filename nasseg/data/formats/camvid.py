@@ -8,8 +8,8 @@ import numpy as np
 from ..classes import CAMVID_CLASSES, CAMVID_VOID, IGNORE_INDEX, class_info
 from ..errors import DataError
 from ..imageio import write_png
-from ..prepare import Plan, Sample
 from ..synthetic import class_styles, render_scene, split_counts, spread_things
+from .base import Plan, Sample
 from .common import lut_reader, require_layout
 
 SPLITS = ("train", "val", "test")
@@ -61,7 +61,8 @@ SYNTH_SPLITS = {"train": 367, "val": 101, "test": 233}
 SEQUENCES = {"train": ("0001TP", "0006R0", "0016E5"), "val": ("0016E5",), "test": ("0001TP", "Seq05VD")}
 
 
-def write_synthetic(out: Path, num_images: int, seed: int, height: int, width: int) -> dict:
+def write_synthetic(out: Path, num_images: int, seed: int, height: int, width: int,
+                    ) -> dict[str, int]:
     counts = split_counts(num_images, SYNTH_SPLITS)
     styles = class_styles("camvid")
     rng = np.random.default_rng([seed, 0])

@@ -12,8 +12,8 @@ import numpy as np
 from ..classes import IGNORE_INDEX, class_info, cityscapes_tables
 from ..errors import DataError
 from ..imageio import write_png
-from ..prepare import Plan, Sample
 from ..synthetic import class_styles, render_scene, split_counts, spread_things
+from .base import Plan, Sample
 from .common import lut_reader, require_layout
 
 LAYOUT = """\
@@ -72,7 +72,8 @@ SYNTH_SPLITS = {"train": 0.75, "val": 0.25}
 CITIES = {"train": ("aachen", "bremen", "zurich"), "val": ("frankfurt", "lindau", "munster")}
 
 
-def write_synthetic(out: Path, num_images: int, seed: int, height: int, width: int) -> dict:
+def write_synthetic(out: Path, num_images: int, seed: int, height: int, width: int,
+                    ) -> dict[str, int]:
     from cityscapesscripts.helpers.labels import labels as cs_labels
 
     lut, _, palette = cityscapes_tables()

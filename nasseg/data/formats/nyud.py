@@ -19,8 +19,8 @@ from ..errors import DataError
 from ..imageio import write_png
 from ..matfile import (load_mat5, mat73_dataset, mat_variable, open_mat73, read_mat73_frame,
                        save_mat5, write_mat73)
-from ..prepare import Fingerprint, Plan, PrepareParams
 from ..synthetic import class_styles, render_scene, split_counts, spread_things
+from .base import Fingerprint, Plan, SplitLists, WriterParams
 from .common import require_layout
 
 LABELED = "nyu_depth_v2_labeled.mat"
@@ -93,7 +93,7 @@ def plan(raw: Path, class_mapping: Path | None = None) -> Plan:
         meta["segmentation"] = info
     side = [splits_path] + ([Path(class_mapping)] if class_mapping is not None else [])
 
-    def writer(tmp: Path, params: PrepareParams, fp: Fingerprint) -> dict:
+    def writer(tmp: Path, params: WriterParams, fp: Fingerprint) -> SplitLists:
         return _write(labeled, splits_path, splits, mapping, tmp, params, fp)
 
     return Plan("nyud", meta, side_inputs=side, writer=writer)
@@ -107,10 +107,10 @@ def depth_to_mm(depth: np.ndarray) -> np.ndarray:
 
 
 def _write(labeled: Path, splits_path: Path, splits: dict[str, np.ndarray],
-           mapping: tuple[np.ndarray, list[str]] | None, tmp: Path, params: PrepareParams,
-           fp: Fingerprint) -> dict[str, list[tuple[str, str]]]:
+           mapping: tuple[np.ndarray, list[str]] | None, tmp: Path, params: WriterParams,
+           fp: Fingerprint) -> SplitLists:
     fp.add_file(labeled)
-    lists: dict[str, list[tuple[str, str]]] = {}
+    lists: SplitLists = {}
     with open_mat73(labeled, LABELED) as f:
         images = mat73_dataset(f, "images", labeled, 4)
         depths = mat73_dataset(f, "depths", labeled, 3)
@@ -175,7 +175,8 @@ def _write(labeled: Path, splits_path: Path, splits: dict[str, np.ndarray],
 SYNTH_SPLITS = {"train": 795, "test": 654}
 
 
-def write_synthetic(out: Path, num_images: int, seed: int, height: int, width: int) -> dict:
+def write_synthetic(out: Path, num_images: int, seed: int, height: int, width: int,
+                    ) -> dict[str, int]:
     counts = split_counts(num_images, SYNTH_SPLITS)
     rng = np.random.default_rng([seed, 0])
     # A class mapping in the official format: every 40-class id gets some raw ids.

@@ -21,8 +21,8 @@ from ..classes import IGNORE_INDEX, VOC_CLASSES, class_info, voc_palette
 from ..errors import DataError
 from ..imageio import check_label_values, read_bytes
 from ..matfile import mat_variable, save_mat5
-from ..prepare import Plan, Sample
 from ..synthetic import class_styles, render_scene, split_counts
+from .base import Plan, Sample
 from .common import lut_reader, read_id_list, require_layout
 
 VOC = "VOCdevkit/VOC2012"
@@ -164,7 +164,8 @@ def sbd_struct(seg: np.ndarray) -> dict:
             "CategoriesPresent": present.reshape(-1, 1)}
 
 
-def write_synthetic(out: Path, num_images: int, seed: int, height: int, width: int) -> dict:
+def write_synthetic(out: Path, num_images: int, seed: int, height: int, width: int,
+                    ) -> dict[str, int]:
     counts = split_counts(num_images, {"|".join(g): w for g, w in GROUPS.items()}, minimum=1)
     styles = class_styles("voc")
     rng = np.random.default_rng([seed, 0])
