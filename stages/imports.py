@@ -11,7 +11,10 @@ the dependencies are computed, never hand-listed:
   ``pkg`` (the name is an attribute);
 * importing ``a.b.c`` runs ``a/__init__.py`` and ``a/b/__init__.py`` first, so the
   closure holds the parent packages too (the cycle check does not count those
-  implicit edges, as grimp/import-linter do not);
+  implicit edges, as grimp/import-linter do not). A package imported only as a parent
+  runs only its module-level code: its imports inside functions (``nasseg``'s lazy
+  ``__getattr__``, which loads the models on first use of ``nasseg.build_segmenter``)
+  are followed only when the package is imported by name;
 * a compiled extension (``nasseg/metrics/_confusion.pyx``) stands for its module.
 
 Only modules of the project's own packages are followed; imports done by name at run
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import ast
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 #: The project's top-level packages; everything else (torch, numpy, ...) is outside.
@@ -58,22 +61,30 @@ def _resolve(module: str, level: int, target: str | None, root: Path) -> str:
     return f"{base}.{target}" if target else base
 
 
+def _import_nodes(tree: ast.AST, module_level: bool) -> Iterator[ast.Import | ast.ImportFrom]:
+    """Import statements of `tree`; with `module_level`, not those inside functions."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        elif not (module_level and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))):
+            yield from _import_nodes(node, module_level)
+
+
 @functools.lru_cache(maxsize=None)
-def _direct_imports(name: str, root: Path) -> frozenset[str]:
+def _direct_imports(name: str, root: Path, module_level: bool = False) -> frozenset[str]:
     file = module_file(name, root)
     if file is None or file.suffix == ".pyx":
         return frozenset()
     tree = ast.parse(file.read_text(), filename=str(file))
     found: set[str] = set()
-    for node in ast.walk(tree):
+    for node in _import_nodes(tree, module_level):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             base = _resolve(name, node.level, node.module, root)
-            found.add(base)
             for alias in node.names:
-                if alias.name != "*" and module_file(f"{base}.{alias.name}", root) is not None:
-                    found.add(f"{base}.{alias.name}")
+                sub = f"{base}.{alias.name}"
+                found.add(sub if alias.name != "*" and module_file(sub, root) is not None else base)
     return frozenset(m for m in found if module_file(m, root) is not None)
 
 
@@ -90,19 +101,20 @@ def _parents(name: str) -> list[str]:
 def import_closure(entries: Iterable[str], root: Path = ROOT) -> set[str]:
     """Every project module that importing (and running) `entries` can import."""
     root = root.resolve()
-    seen: set[str] = set()
-    todo = list(entries)
-    for name in todo:
+    full: set[str] = set()          # imported by name: all of its imports count
+    as_parent: set[str] = set()     # only run as a parent package: module-level imports
+    todo = [(name, False) for name in entries]
+    for name, _ in todo:
         if module_file(name, root) is None:
             raise ImportError(f"{name}: no such module of the project under {root}")
     while todo:
-        name = todo.pop()
-        if name in seen:
+        name, parent_only = todo.pop()
+        if name in full or (parent_only and name in as_parent):
             continue
-        seen.add(name)
-        todo.extend(m for m in (*_parents(name), *_direct_imports(name, root))
-                    if module_file(m, root) is not None)
-    return seen
+        (as_parent if parent_only else full).add(name)
+        todo.extend((m, True) for m in _parents(name))
+        todo.extend((m, False) for m in _direct_imports(name, root, parent_only))
+    return full | as_parent
 
 
 def closure_files(entries: Iterable[str], root: Path = ROOT) -> list[str]:
