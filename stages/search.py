@@ -5,7 +5,8 @@
 Reads section ``search.<experiment>.<preset>`` of params.yaml (``preset`` is a
 top-level key: ``default`` for the small CPU stand-in, ``paper`` for the
 papers' settings); ``--set key=value`` overrides a key of that section, e.g.
-``--set num_archs=50 --set proxy.stage1.epochs=2 --set devices=[cuda:0,cuda:1]``.
+``--set num_archs=50 --set proxy.stage1.epochs=2 --set devices=[cuda:0,cuda:1]``, or
+written in full as ``dvc exp run -S`` does: ``--set search.wacv.default.num_archs=50``.
 
 Writes <out>/history.jsonl (one line per architecture), <out>/checkpoint.pt
 (controller and strategy state, after every update) and <out>/summary.json.

@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 from tqdm import tqdm
 
+from ..config import Config
 from ..io import atomic_directory, atomic_write_json
 from .classes import DATASETS, OFFICIAL_SPLIT_SIZES
 from .errors import DataError
@@ -45,20 +47,15 @@ PREPARED_MARKER = ".nasseg-prepared"
 LabelReader = Callable[[Path], tuple[np.ndarray, str]]
 
 
-@dataclass(frozen=True)
-class PrepareParams:
+class PrepareParams(Config):
     """Section `prepare` of params.yaml."""
 
     #: threads that decode, check and write samples (0: in the calling thread)
-    workers: int = 2
+    workers: int = Field(default=2, ge=0)
     #: for real (non-synthetic) data, compare split sizes with the official ones
     check_split_sizes: Literal["error", "warn", "ignore"] = "error"
     #: how input photos reach <out>/images: byte copies, or hard links (saves disk space)
     images: Literal["copy", "hardlink"] = "copy"
-
-    def __post_init__(self) -> None:
-        if self.workers < 0:
-            raise ValueError(f"workers must be >= 0, got {self.workers}")
 
 
 @dataclass
