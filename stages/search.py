@@ -24,14 +24,15 @@ from nasseg.models import PretrainedWeightsUnavailable
 from nasseg.search.runner import SearchConfig, run_search
 
 from .params import ParamsError, add_common_args, load_section, read_yaml, stage_parser
+from .schema import SEARCH_PRESET
 
-EXPERIMENTS = ("wacv", "cvpr")
+EXPERIMENTS = tuple(SEARCH_PRESET)
 
 
 def load_config(params: Path, experiment: str, overrides: list[str]) -> SearchConfig:
-    """The experiment's search config at the preset named in params.yaml."""
+    """The experiment's search config at the preset named in params.yaml (its space: the experiment)."""
     preset = read_yaml(params).get("preset", "default")
-    return load_section(params, f"search.{experiment}.{preset}", SearchConfig, overrides)
+    return load_section(params, f"search.{experiment}.{preset}", SEARCH_PRESET[experiment], overrides)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,16 +1,23 @@
-"""Typed parameters: the pydantic models of params.yaml sections, read by stages.params.
+"""Typed parameters: the pydantic models of params.yaml, stages.params and the generated schema.
 
 Errors must name the file, the full dotted key and the value; `--set` takes keys
-relative to the stage's section or in full.
+relative to the stage's section or in full; the whole real params.yaml (every
+preset) validates; the committed Snakemake schema is the one the models generate,
+and Snakemake's own validate accepts the real file and rejects bad ones.
 """
 from __future__ import annotations
 
+import copy
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from pydantic import Field, ValidationError
+from snakemake.common.configfile import load_configfile
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate as snakemake_validate
 
 from nasseg.config import Config
 from nasseg.data.prepare import PrepareParams
@@ -19,15 +26,35 @@ from nasseg.search.proxy import DistillationConfig
 from nasseg.search.runner import SearchConfig
 from stages import prepare as prepare_stage
 from stages.params import ParamsError, load_section
+from stages.schema import SCHEMA_FILE, SEARCH_PRESET, Params, load_params, main, schema_text
 from stages.search import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ROOT / "params.yaml"
+SCHEMA = ROOT / SCHEMA_FILE
+
+
+def real_params() -> dict[str, Any]:
+    return yaml.safe_load(PARAMS.read_text())
 
 
 def write(path: Path, data: dict[str, Any] | str) -> Path:
     path.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def edited(tmp_path: Path, key: str, value: Any) -> Path:
+    """A copy of the real params.yaml with dotted `key` set to `value` (None: deleted)."""
+    data = real_params()
+    *parents, last = key.split(".")
+    node = data
+    for part in parents:
+        node = node[part]
+    if value is None:
+        del node[last]
+    else:
+        node[last] = value
+    return write(tmp_path / "params.yaml", data)
 
 
 # -- a small model, to test the reader itself ------------------------------------
@@ -86,6 +113,68 @@ def test_missing_file(tmp_path):
 
 # -- the real models on the real file ----------------------------------------------
 
+@pytest.mark.parametrize("key,value,message", [
+    ("search.wacv.default.proxy.stage1.epoch", 3,
+     r"search.wacv.default.proxy.stage1.epoch: unknown key \(value: 3\); the keys here are batch_size, "
+     r"crop_size, epochs,"),
+    ("synthesize.voc.height", None, r"synthesize.voc.height: missing key \(required"),
+    ("search.cvpr.default.proxy.stage2.epochs", "many",
+     r"search.cvpr.default.proxy.stage2.epochs: Input should be a valid integer.*\(value: 'many'\)"),
+    ("search.wacv.paper.proxy.amp", [True],
+     r"search.wacv.paper.proxy.amp: Input should be a valid boolean \(value: \[True\]\)"),
+    ("prepare.workers", -1, r"prepare.workers: Input should be greater than or equal to 0 \(value: -1\)"),
+    ("search.cvpr.paper.data.meta_train_fraction", 1.0,
+     r"search.cvpr.paper.data.meta_train_fraction: Input should be less than 1 \(value: 1.0\)"),
+    ("prepare.images", "symlink", r"prepare.images: Input should be 'copy' or 'hardlink' \(value: 'symlink'\)"),
+    ("search.wacv.default.strategy.name", "bayes",
+     r"search.wacv.default.strategy.name: Input should be 'ppo', 'reinforce', 'random' or 'evolution' "
+     r"\(value: 'bayes'\)"),
+    ("data.source.voc", "download", r"data.source.voc: Input should be 'synthetic' or 'real' \(value: 'download'\)"),
+    ("search.cvpr.paper.proxy.distillation.teacher", "checkpoint",
+     r"search.cvpr.paper.proxy.distillation: teacher: checkpoint needs 'path' to a checkpoint file"),
+    ("search.wacv.paper.space", "cvpr", r"search.wacv.paper.space: Input should be 'wacv' \(value: 'cvpr'\)"),
+    ("reports", {}, r"reports: unknown key \(value: \{\}\); the keys here are build_ext, data, prepare, "
+                    r"preset, search, synthesize$"),
+])
+def test_whole_file_errors_name_file_key_and_value(tmp_path, key, value, message):
+    path = edited(tmp_path, key, value)
+    with pytest.raises(ParamsError) as err:
+        load_params(path)
+    text = str(err.value)
+    assert text.startswith(f"{path}: "), text
+    assert len(text.splitlines()) == 1, text
+    assert err.match(message)
+
+
+def test_every_preset_of_the_real_file_validates():
+    params = load_params(PARAMS)
+    assert set(Params.model_fields) == set(real_params())
+    for experiment, model in SEARCH_PRESET.items():
+        presets = getattr(params.search, experiment)
+        assert {"default", "paper"} <= set(presets)
+        for name, config in presets.items():
+            assert isinstance(config, SearchConfig) and config.space == experiment
+            # the stage's own reading of one preset agrees with the whole-file model
+            assert load_section(PARAMS, f"search.{experiment}.{name}", model) == config
+    assert params.search.wacv["paper"].devices == ("cuda:0", "cuda:1")
+    assert params.search.cvpr["default"].proxy.omit_classes == (0,)
+    assert params.prepare == PrepareParams(workers=2, check_split_sizes="error", images="copy")
+    assert params.synthesize.camvid.width == 240
+
+
+def test_preset_must_exist_in_every_experiment(tmp_path):
+    with pytest.raises(ParamsError, match=r"params.yaml: preset 'ci' is not a preset of search.wacv "
+                                          r"\(it has default, paper\); add search.wacv.ci"):
+        load_params(edited(tmp_path, "preset", "ci"))
+    data = real_params()
+    data["preset"] = "ci"
+    data["search"]["wacv"]["ci"] = data["search"]["wacv"]["default"]
+    with pytest.raises(ParamsError, match=r"preset 'ci' is not a preset of search.cvpr"):
+        load_params(write(tmp_path / "params.yaml", data))
+    data["search"]["cvpr"]["ci"] = data["search"]["cvpr"]["default"]
+    assert load_params(write(tmp_path / "params.yaml", data)).preset == "ci"
+
+
 def test_yaml_1_1_exponent_string_is_a_float(tmp_path):
     text = PARAMS.read_text()
     assert "lr: 7.0e-3" in text
@@ -94,6 +183,7 @@ def test_yaml_1_1_exponent_string_is_a_float(tmp_path):
     assert raw == "7e-3"   # the premise: PyYAML leaves it a string
     lr = load_config(path, "wacv", []).proxy.stage1.lr
     assert lr == 0.007 and isinstance(lr, float)
+    assert load_params(path).search.wacv["default"].proxy.stage1.lr == 0.007
     assert load_config(PARAMS, "wacv", ["proxy.stage1.lr=2e-3"]).proxy.stage1.lr == 0.002
 
 
@@ -162,3 +252,60 @@ def test_fingerprint_ignores_budgets_devices_and_loader_workers():
                     SearchConfig(space="wacv", proxy={"stage1": {"epochs": 2}}),
                     SearchConfig(space="wacv", data={"val_crop_size": 64})):
         assert changed.fingerprint() != base.fingerprint()
+
+
+# -- the generated Snakemake schema ------------------------------------------------------
+
+def test_schema_file_is_up_to_date(tmp_path, capsys):
+    assert SCHEMA.read_text() == schema_text(), (
+        f"{SCHEMA_FILE} is stale: run python -m stages.schema --write-schema {SCHEMA_FILE}")
+    assert main(["--check", str(SCHEMA)]) == 0
+    stale = json.loads(SCHEMA.read_text())
+    stale["$defs"]["PrepareParams"]["properties"]["images"]["enum"].append("symlink")
+    (tmp_path / "stale.json").write_text(json.dumps(stale, indent=2) + "\n")
+    assert main(["--check", str(tmp_path / "stale.json")]) == 1
+    assert "stale; regenerate it with python -m stages.schema --write-schema" in capsys.readouterr().err
+    assert "schemas/params.schema.json" in (ROOT / "workflow" / "Snakefile").read_text()
+
+
+def snakemake_config() -> dict[str, Any]:
+    """params.yaml as Snakemake reads it into `config`."""
+    return load_configfile(str(PARAMS))
+
+
+def test_snakemake_validate_accepts_the_real_params():
+    config = snakemake_config()
+    before = copy.deepcopy(config)
+    snakemake_validate(config, str(SCHEMA), set_default=False)   # as the Snakefile calls it
+    assert config == before
+    # A YAML-1.1 exponent string, which the float fields accept, passes the schema too.
+    config["search"]["wacv"]["default"]["proxy"]["stage1"]["lr"] = "7e-3"
+    config["search"]["cvpr"]["paper"]["time_limit_s"] = "3.6e+3"
+    snakemake_validate(config, str(SCHEMA), set_default=False)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("search.wacv.default.proxy.stage1.epoch", 3, r"'epoch' was unexpected"),
+    ("build_ext.jobs", 2, r"'jobs' was unexpected"),
+    ("reports", {}, r"'reports' was unexpected"),
+    ("prepare.check_split_sizes", "fail", r"'fail' is not one of \['error', 'warn', 'ignore'\]"),
+    ("search.cvpr.paper.strategy.name", "bayes", r"'bayes' is not one of"),
+    ("search.cvpr.paper.space", "wacv", r"'cvpr' was expected"),
+    ("synthesize.nyud.width", 8, r"8 is less than the minimum of 16"),
+    ("search.wacv.default.proxy.stage1.lr", "fast", r"'fast' is not valid under any of the given schemas"),
+    ("search.wacv.default.devices", [], r"\[\] should be non-empty"),
+    ("synthesize.seed", None, r"'seed' is a required property"),
+])
+def test_snakemake_validate_rejects_bad_params(key, value, message):
+    config = snakemake_config()
+    *parents, last = key.split(".")
+    node = config
+    for part in parents:
+        node = node[part]
+    if value is None:
+        del node[last]
+    else:
+        node[last] = value
+    with pytest.raises(WorkflowError) as err:
+        snakemake_validate(config, str(SCHEMA), set_default=False)
+    assert err.match(message)
