@@ -84,7 +84,7 @@ def _relative_key(key: str, section: str, model: type[BaseModel]) -> str:
 
 
 def _apply_overrides(data: dict[str, Any], overrides: list[str], section: str,
-                    model: type[BaseModel]) -> tuple[dict[str, Any], dict[str, str]]:
+                     model: type[BaseModel]) -> tuple[dict[str, Any], dict[str, str]]:
     """Apply `KEY=VALUE` overrides to a copy of section `data`.
 
     Returns the new section and, for each overridden key (relative to the
@@ -127,7 +127,7 @@ def load_section(path: Path, section: str, model: type[M], overrides: list[str] 
 
 
 def validate_section(model: type[M], data: Any, path: Path, section: str = "",
-             origin: dict[str, str] | None = None) -> M:
+                     origin: dict[str, str] | None = None) -> M:
     """`model.model_validate(data)`, raising a :class:`ParamsError` that names file and keys.
 
     `section` is the dotted path of `data` in the file ("" for the whole file);
@@ -148,7 +148,8 @@ def _describe(err: Any, model: type[BaseModel], path: Path, section: str,
     kind, value = err["type"], err["input"]
     if kind == "extra_forbidden":
         known = _known_keys(model, err["loc"][:-1])
-        what = f"unknown key (value: {value!r}); the keys here are {', '.join(known)}"
+        what = (f"unknown key (value: {value!r}); "
+                + (f"the keys here are {', '.join(known)}" if known else "this section takes no keys"))
     elif kind == "missing" and isinstance(err["loc"][-1], int):
         what = "missing item: the list is too short"
     elif kind == "missing":

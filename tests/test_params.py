@@ -133,6 +133,7 @@ def test_missing_file(tmp_path):
     ("search.cvpr.paper.proxy.distillation.teacher", "checkpoint",
      r"search.cvpr.paper.proxy.distillation: teacher: checkpoint needs 'path' to a checkpoint file"),
     ("search.wacv.paper.space", "cvpr", r"search.wacv.paper.space: Input should be 'wacv' \(value: 'cvpr'\)"),
+    ("build_ext.jobs", 2, r"build_ext.jobs: unknown key \(value: 2\); this section takes no keys$"),
     ("reports", {}, r"reports: unknown key \(value: \{\}\); the keys here are build_ext, data, prepare, "
                     r"preset, search, synthesize$"),
 ])
