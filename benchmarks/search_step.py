@@ -59,10 +59,9 @@ def main() -> None:
                         val_batch_size=4, val_num_images=12)
     data = SearchDataConfig(train_split="train", val_split="val", resize_longer=True,
                             val_resize_side=512, val_crop_size=None)
-    from dataclasses import replace
     evaluators, setup, genotypes = {}, {}, {}
     for space in ("wacv", "cvpr"):
-        for variant, cfg in (("", proxy), (" NCHW", replace(proxy, channels_last=False))):
+        for variant, cfg in (("", proxy), (" NCHW", proxy.model_copy(update={"channels_last": False}))):
             config = SearchConfig(space=space, data=data, proxy=cfg)
             t = time.perf_counter()
             evaluators[space + variant] = ProxyEvaluator(space, cfg, make_proxy_data(tmp / "prep", config), "cpu")

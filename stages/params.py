@@ -1,23 +1,29 @@
-"""Typed, validated access to sections of params.yaml.
+"""Reading a stage's section of params.yaml into its pydantic model.
 
-Every stage calls :func:`load_section` with a frozen dataclass describing its
-section. Unknown keys, missing keys and wrong types are reported with the file
-and the dotted key, so a typo in params.yaml fails loudly instead of being
-silently ignored. `--set key=value` overrides (YAML-parsed values) are applied
-before validation, the same way in every stage.
+Every stage calls :func:`load_section` with the model of its section (each
+library module owns its model, e.g. :class:`nasseg.search.runner.SearchConfig`).
+The models hold every rule (types, choices, bounds, cross-field checks); this
+module only reads the YAML, picks the section, applies the `--set key=value`
+overrides and turns pydantic's errors into a :class:`ParamsError` that names the
+file, the full dotted key and the offending value, so a typo in params.yaml
+fails loudly instead of being silently ignored.
+
+It imports nothing from the library, so that stages which run before the
+library is built (build_ext) can use :func:`stage_parser`.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import copy
 import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+from pydantic import BaseModel, ValidationError
 
-T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -39,8 +45,10 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
                         help="parameters file (default: %(default)s)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE",
-                        help="override a parameter of this stage's section, e.g. "
-                             "--set num_archs=10 (value parsed as YAML); repeatable")
+                        help="override a parameter of this stage's section, relative to it "
+                             "(--set num_archs=10) or as the full dotted key of params.yaml "
+                             "(--set search.wacv.default.num_archs=10, as `dvc exp run -S` "
+                             "spells it); the value is parsed as YAML; repeatable")
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -58,28 +66,55 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def apply_overrides(section: dict[str, Any], overrides: list[str], where: str) -> dict[str, Any]:
-    """Return a copy of `section` with `key.sub=value` overrides applied."""
-    out = _deepcopy(section)
+def _relative_key(key: str, section: str, model: type[BaseModel]) -> str:
+    """`key` of an override relative to `section`; a key starting with `section.` is taken as full.
+
+    A key that starts like the section's path but names another section (say
+    `search.wacv.paper.num_archs` while the stage reads `search.wacv.default`) is an
+    error, since it cannot mean a key of this stage.
+    """
+    prefix = f"{section}."
+    if key.startswith(prefix):
+        return key[len(prefix):]
+    head = key.split(".", 1)[0]
+    if head == section.split(".", 1)[0] and head not in model.model_fields:
+        raise ParamsError(f"--set {key}: this stage reads section {section}; write the key "
+                          f"relative to it or in full, starting with {prefix}")
+    return key
+
+
+def _apply_overrides(data: dict[str, Any], overrides: list[str], section: str,
+                     model: type[BaseModel]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Apply `KEY=VALUE` overrides to a copy of section `data`.
+
+    Returns the new section and, for each overridden key (relative to the
+    section), the override that set it, so errors can name it.
+    """
+    out = copy.deepcopy(data)
+    origin: dict[str, str] = {}
     for item in overrides:
-        if "=" not in item:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
             raise ParamsError(f"--set {item!r}: expected KEY=VALUE")
-        key, raw = item.split("=", 1)
+        key = _relative_key(key, section, model)
         value = yaml.safe_load(raw) if raw != "" else ""
         node = out
         parts = key.split(".")
-        for part in parts[:-1]:
-            # A sub-section absent from the file is created; the typed
-            # validation afterwards rejects keys the stage does not know.
+        for i, part in enumerate(parts[:-1]):
+            # A sub-section absent from the file is created; validation afterwards
+            # rejects keys the model does not know.
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ParamsError(f"--set {item!r}: {where}.{part} is not a section")
+                where = ".".join([section, *parts[: i + 1]])
+                raise ParamsError(f"--set {item!r}: {where} is not a section")
         node[parts[-1]] = value
-    return out
+        origin[key] = item
+    return out, origin
 
 
-def load_section(path: Path, section: str, cls: type[T], overrides: list[str] | None = None) -> T:
-    """Read `section` (dotted, e.g. `search.wacv`) of `path` into dataclass `cls`."""
+def load_section(path: Path, section: str, model: type[M], overrides: list[str] | None = None) -> M:
+    """Read `section` (dotted, e.g. `search.wacv.default`) of `path`, validated as `model`."""
+    path = Path(path)
     data: Any = read_yaml(path)
     for part in section.split("."):
         if not isinstance(data, dict) or part not in data:
@@ -87,104 +122,71 @@ def load_section(path: Path, section: str, cls: type[T], overrides: list[str] | 
         data = data[part]
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: section {section!r} must be a mapping")
-    data = apply_overrides(data, overrides or [], section)
-    return from_dict(cls, data, f"{path}:{section}")
+    data, origin = _apply_overrides(data, overrides or [], section, model)
+    return validate_section(model, data, path, section, origin)
 
 
-def from_dict(cls: type[T], data: dict[str, Any], where: str) -> T:
-    """Build dataclass `cls` from `data`, checking keys and types recursively."""
-    if not dataclasses.is_dataclass(cls):
-        raise TypeError(f"{cls} is not a dataclass")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ParamsError(f"{where}: unknown key(s) {', '.join(unknown)}; "
-                          f"expected some of {', '.join(sorted(fields))}")
-    kwargs = {}
-    for name, field in fields.items():
-        if name not in data:
-            if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-                raise ParamsError(f"{where}: missing key {name!r}")
-            continue
-        kwargs[name] = _coerce(hints[name], data[name], f"{where}.{name}")
+def validate_section(model: type[M], data: Any, path: Path, section: str = "",
+                     origin: dict[str, str] | None = None) -> M:
+    """`model.model_validate(data)`, raising a :class:`ParamsError` that names file and keys.
+
+    `section` is the dotted path of `data` in the file ("" for the whole file);
+    `origin` maps keys (relative to it) to the `--set` overrides that set them.
+    """
     try:
-        return cls(**kwargs)
-    except (ValueError, TypeError) as exc:
-        raise ParamsError(f"{where}: {exc}") from exc
+        return model.model_validate(data)
+    except ValidationError as exc:
+        lines = [_describe(err, model, path, section, origin or {}) for err in exc.errors()]
+        raise ParamsError("\n".join(lines)) from None
 
 
-def _coerce(tp: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(arg, value, where)
-            except ParamsError as exc:
-                errors.append(str(exc))
-        raise ParamsError(errors[0] if errors else f"{where}: bad value {value!r}")
-    if origin is typing.Literal:
-        if value not in args:
-            raise ParamsError(f"{where}: {value!r} is not one of {list(args)}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ParamsError(f"{where}: expected a mapping, got {value!r}")
-        return from_dict(tp, value, where)
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ParamsError(f"{where}: expected a list, got {value!r}")
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(args) != len(value):
-                raise ParamsError(f"{where}: expected {len(args)} items, got {len(value)}")
-            return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
-        inner = args[0] if args else Any
-        items = [_coerce(inner, v, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ParamsError(f"{where}: expected a mapping, got {value!r}")
-        return {k: _coerce(args[1], v, f"{where}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ParamsError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ParamsError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):
-            # YAML 1.1 reads `3e-3` (no dot) as a string; accept what float() accepts.
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ParamsError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ParamsError(f"{where}: expected a string, got {value!r}")
-        return value
-    if tp is Path:
-        if not isinstance(value, str):
-            raise ParamsError(f"{where}: expected a path string, got {value!r}")
-        return Path(value)
-    return value
+def _describe(err: Any, model: type[BaseModel], path: Path, section: str,
+              origin: dict[str, str]) -> str:
+    """One line for one pydantic error: file, full dotted key, what is wrong, the value."""
+    loc = [str(part) for part in err["loc"]]
+    key = ".".join([section, *loc] if section else loc)
+    kind, value = err["type"], err["input"]
+    if kind == "extra_forbidden":
+        known = _known_keys(model, err["loc"][:-1])
+        what = (f"unknown key (value: {value!r}); "
+                + (f"the keys here are {', '.join(known)}" if known else "this section takes no keys"))
+    elif kind == "missing" and isinstance(err["loc"][-1], int):
+        what = "missing item: the list is too short"
+    elif kind == "missing":
+        what = "missing key (required: it has no default)"
+    else:
+        what = err["msg"].removeprefix("Value error, ")
+        if not isinstance(value, dict):   # a whole section is no help to read
+            what += f" (value: {value!r})"
+    rel = ".".join(loc)
+    sets = [item for k, item in origin.items()
+            if rel == k or rel.startswith(f"{k}.") or k.startswith(f"{rel}.")]
+    via = f" [from --set {', --set '.join(sets)}]" if sets else ""
+    return f"{path}: {key}: {what}{via}" if key else f"{path}: {what}{via}"
 
 
-def _deepcopy(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _deepcopy(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_deepcopy(v) for v in obj]
-    return obj
+def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The field names of the model found at `loc` inside `model` (empty if none is)."""
+    tp: Any = model
+    for part in loc:
+        tp = _unwrap(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields.get(str(part))
+            if field is None:
+                return []
+            tp = field.annotation
+        elif typing.get_origin(tp) is dict:
+            tp = typing.get_args(tp)[1]
+        else:   # a scalar or a tuple of scalars: no model below
+            return []
+    tp = _unwrap(tp)
+    return sorted(tp.model_fields) if isinstance(tp, type) and issubclass(tp, BaseModel) else []
+
+
+def _unwrap(tp: Any) -> Any:
+    """`X` for `X | None`; anything else unchanged."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp

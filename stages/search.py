@@ -5,7 +5,8 @@
 Reads section ``search.<experiment>.<preset>`` of params.yaml (``preset`` is a
 top-level key: ``default`` for the small CPU stand-in, ``paper`` for the
 papers' settings); ``--set key=value`` overrides a key of that section, e.g.
-``--set num_archs=50 --set proxy.stage1.epochs=2 --set devices=[cuda:0,cuda:1]``.
+``--set num_archs=50 --set proxy.stage1.epochs=2 --set devices=[cuda:0,cuda:1]``, or
+written in full as ``dvc exp run -S`` does: ``--set search.wacv.default.num_archs=50``.
 
 While it runs, the search keeps its resumable state (history.jsonl, one line per
 architecture; checkpoint.pt, the controller and strategy state; search.log) in
@@ -36,15 +37,17 @@ from .state import code_digest, default_state_root, locked_root, state_folder
 if TYPE_CHECKING:
     from nasseg.search.runner import SearchConfig
 
+#: The keys of stages.schema.SEARCH_PRESET, which is imported only when needed (it loads
+#: torch), so that a run on a locked folder is refused at once.
 EXPERIMENTS = ("wacv", "cvpr")
 
 
 def load_config(params: Path, experiment: str, overrides: list[str]) -> SearchConfig:
-    """The experiment's search config at the preset named in params.yaml."""
-    from nasseg.search.runner import SearchConfig
+    """The experiment's search config at the preset named in params.yaml (its space: the experiment)."""
+    from .schema import SEARCH_PRESET
 
     preset = read_yaml(params).get("preset", "default")
-    return load_section(params, f"search.{experiment}.{preset}", SearchConfig, overrides)
+    return load_section(params, f"search.{experiment}.{preset}", SEARCH_PRESET[experiment], overrides)
 
 
 def search(args: Any, root: Path) -> dict[str, Any]:

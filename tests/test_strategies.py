@@ -4,14 +4,16 @@ from __future__ import annotations
 import io
 import random
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from nasseg.genotypes import CVPRGenotype, WACVGenotype
 from nasseg.search import (STRATEGIES, EvolutionStrategy, Proposal, StrategyConfig,
                            action_ranges, action_to_genotype, make_strategy, random_action)
-from stages.params import ParamsError, from_dict
+from stages.params import ParamsError, validate_section
 
 SPACES = ("cvpr", "wacv")
 GENOTYPE_CLASS = {"cvpr": CVPRGenotype, "wacv": WACVGenotype}
@@ -76,25 +78,32 @@ def test_config_defaults_are_the_spec():
 
 
 @pytest.mark.parametrize("bad,match", [
-    ({"name": "bayes"}, "name 'bayes'"),
-    ({"tournament_size": 30}, "tournament_size"),
-    ({"lr": 0.0}, "lr"),
-    ({"baseline_decay": 1.0}, "baseline_decay"),
-    ({"ppo_advantage": "gae"}, "ppo_advantage"),
-    ({"ppo_minibatches": 101}, "ppo_minibatches"),
+    ({"name": "bayes"}, r"name\n.*'ppo', 'reinforce', 'random' or 'evolution'.*input_value='bayes'"),
+    ({"tournament_size": 30}, r"tournament_size must be in \[1, population_size=20\], got 30"),
+    ({"lr": 0.0}, r"lr\n.*greater than 0"),
+    ({"baseline_decay": 1.0}, r"baseline_decay\n.*less than 1"),
+    ({"ppo_advantage": "gae"}, r"ppo_advantage\n.*'current' or 'stored'"),
+    ({"ppo_minibatches": 101}, r"ppo_minibatches must be in \[1, buffer_size=100\], got 101"),
 ])
 def test_config_validation(bad, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValidationError, match=match):
         StrategyConfig(**bad)
 
 
 def test_config_loads_from_params_dict():
-    c = from_dict(StrategyConfig, {"name": "evolution", "population_size": 10, "lr": 1}, "search")
-    assert c.name == "evolution" and c.population_size == 10 and c.lr == 1.0
-    with pytest.raises(ParamsError, match="unknown key"):
-        from_dict(StrategyConfig, {"nmae": "ppo"}, "search")
-    with pytest.raises(ParamsError, match="tournament_size"):
-        from_dict(StrategyConfig, {"population_size": 3}, "search")
+    where = Path("params.yaml")
+    c = validate_section(StrategyConfig, {"name": "evolution", "population_size": 10, "lr": 1}, where, "s")
+    assert c.name == "evolution" and c.population_size == 10 and c.lr == 1.0 and isinstance(c.lr, float)
+    with pytest.raises(ParamsError, match=r"^params.yaml: s.nmae: unknown key \(value: 'ppo'\)"):
+        validate_section(StrategyConfig, {"nmae": "ppo"}, where, "s")
+    with pytest.raises(ParamsError, match=r"^params.yaml: s: tournament_size must be in \[1, population_size=3\]"):
+        validate_section(StrategyConfig, {"population_size": 3}, where, "s")
+
+
+def test_state_dict_config_is_plain_data():
+    state = make_strategy(StrategyConfig(name="random"), "cvpr", 0).state_dict()
+    assert state["config"] == {**StrategyConfig().model_dump(), "name": "random"}
+    assert roundtrip(state)["config"]["name"] == "random"
 
 
 # -- the interface -----------------------------------------------------------------

@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import Field
 from tqdm import tqdm
 
+from ..config import Config
 from ..io import atomic_directory, atomic_write_json
 from .classes import OFFICIAL_SPLIT_SIZES
 from .errors import DataError
@@ -43,20 +43,15 @@ SYNTHETIC_MARKER = "SYNTHETIC.json"
 PREPARED_MARKER = ".nasseg-prepared"
 
 
-@dataclass(frozen=True)
-class PrepareParams:
+class PrepareParams(Config):
     """Section `prepare` of params.yaml."""
 
     #: threads that decode, check and write samples (0: in the calling thread)
-    workers: int = 2
+    workers: int = Field(default=2, ge=0)
     #: for real (non-synthetic) data, compare split sizes with the official ones
     check_split_sizes: Literal["error", "warn", "ignore"] = "error"
     #: how input photos reach <out>/images: byte copies, or hard links (saves disk space)
     images: Literal["copy", "hardlink"] = "copy"
-
-    def __post_init__(self) -> None:
-        if self.workers < 0:
-            raise ValueError(f"workers must be >= 0, got {self.workers}")
 
 
 def read_synthetic_marker(raw: Path) -> dict[str, Any] | None:

@@ -8,10 +8,12 @@ real download (which is never overwritten).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from pydantic import Field
+
+from ..config import Config
 from ..io import atomic_directory, atomic_write_json
 from .errors import DataError
 from .formats import get_format
@@ -22,8 +24,7 @@ log = logging.getLogger(__name__)
 Source = Literal["synthetic", "real"]
 
 
-@dataclass(frozen=True)
-class DataSources:
+class DataSources(Config):
     """Where each dataset's raw data comes from (section `data.source`)."""
 
     voc: Source = "synthetic"
@@ -32,28 +33,21 @@ class DataSources:
     camvid: Source = "synthetic"
 
 
-@dataclass(frozen=True)
-class DataParams:
+class DataParams(Config):
     """Section `data` of params.yaml."""
 
-    source: DataSources = DataSources()
+    source: DataSources = Field(default_factory=DataSources)
 
 
-@dataclass(frozen=True)
-class SynthSize:
+class SynthSize(Config):
     """Size of one synthetic dataset."""
 
-    num_images: int
-    height: int
-    width: int
-
-    def __post_init__(self) -> None:
-        if self.num_images < 1 or self.height < 16 or self.width < 16:
-            raise ValueError(f"need num_images >= 1 and height, width >= 16, got {self}")
+    num_images: int = Field(ge=1)
+    height: int = Field(ge=16)
+    width: int = Field(ge=16)
 
 
-@dataclass(frozen=True)
-class SynthesizeParams:
+class SynthesizeParams(Config):
     """Section `synthesize` of params.yaml."""
 
     seed: int

@@ -29,14 +29,16 @@ import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..config import Config
 from ..genotypes import Genotype
 from ..metrics import ConfusionMatrix
 from ..models import build_segmenter, count_parameters
@@ -47,124 +49,82 @@ IGNORE_INDEX = 255
 
 
 # ---------------------------------------------------------------------------
-# Configuration (one frozen dataclass per params.yaml sub-section)
+# Configuration (one frozen model per params.yaml sub-section)
 # ---------------------------------------------------------------------------
 
-def _positive(obj: Any, *names: str) -> None:
-    for n in names:
-        if getattr(obj, n) <= 0:
-            raise ValueError(f"{n} must be > 0, got {getattr(obj, n)!r}")
-
-
-def _non_negative(obj: Any, *names: str) -> None:
-    for n in names:
-        if getattr(obj, n) < 0:
-            raise ValueError(f"{n} must be >= 0, got {getattr(obj, n)!r}")
-
-
-def _unit(obj: Any, *names: str) -> None:
-    for n in names:
-        if not 0.0 <= getattr(obj, n) <= 1.0:
-            raise ValueError(f"{n} must lie in [0, 1], got {getattr(obj, n)!r}")
-
-
-@dataclass(frozen=True)
-class StageOneConfig:
+class StageOneConfig(Config):
     """Decoder-only training on cached encoder features ("task0")."""
-    epochs: int = 5
-    batch_size: int = 64
-    crop_size: int = 256
-    resize_side: int = 300
-    num_images: int = 4000
-    lr: float = 3e-3
-    grad_clip: float = 3.0
-    polyak_decay: float = 0.9
-    val_every: int = 5
-
-    def __post_init__(self) -> None:
-        _positive(self, "batch_size", "crop_size", "resize_side", "num_images", "val_every")
-        _non_negative(self, "epochs", "lr", "grad_clip")
-        _unit(self, "polyak_decay")
+    epochs: int = Field(default=5, ge=0)
+    batch_size: int = Field(default=64, gt=0)
+    crop_size: int = Field(default=256, gt=0)
+    resize_side: int = Field(default=300, gt=0)
+    num_images: int = Field(default=4000, gt=0)
+    lr: float = Field(default=3e-3, ge=0)
+    grad_clip: float = Field(default=3.0, ge=0)
+    polyak_decay: float = Field(default=0.9, ge=0, le=1)
+    val_every: int = Field(default=5, gt=0)
 
 
-@dataclass(frozen=True)
-class StageTwoConfig:
+class StageTwoConfig(Config):
     """Whole-network training ("task1")."""
-    epochs: int = 1
-    batch_size: int = 32
-    crop_size: int = 350
-    resize_side: int = 400
-    enc_optim: str = "sgd"
-    enc_lr: float = 1e-3
-    enc_momentum: float = 0.9
-    dec_lr: float = 3e-3
-    enc_weight_decay: float = 1e-5
-    dec_weight_decay: float = 0.0     # the original's decoder had none
-    grad_clip: float = 3.0
-    polyak_decay: float = 0.99
-    val_every: int = 1
-
-    def __post_init__(self) -> None:
-        _positive(self, "batch_size", "crop_size", "resize_side", "val_every")
-        _non_negative(self, "epochs", "enc_lr", "dec_lr", "enc_weight_decay", "dec_weight_decay", "grad_clip")
-        _unit(self, "polyak_decay")
-        if self.enc_optim not in ("sgd", "adam"):
-            raise ValueError(f"enc_optim must be 'sgd' or 'adam', got {self.enc_optim!r}")
+    epochs: int = Field(default=1, ge=0)
+    batch_size: int = Field(default=32, gt=0)
+    crop_size: int = Field(default=350, gt=0)
+    resize_side: int = Field(default=400, gt=0)
+    enc_optim: Literal["sgd", "adam"] = "sgd"
+    enc_lr: float = Field(default=1e-3, ge=0)
+    enc_momentum: float = Field(default=0.9, ge=0)
+    dec_lr: float = Field(default=3e-3, ge=0)
+    enc_weight_decay: float = Field(default=1e-5, ge=0)
+    dec_weight_decay: float = Field(default=0.0, ge=0)     # the original's decoder had none
+    grad_clip: float = Field(default=3.0, ge=0)
+    polyak_decay: float = Field(default=0.99, ge=0, le=1)
+    val_every: int = Field(default=1, gt=0)
 
 
-@dataclass(frozen=True)
-class EarlyStoppingConfig:
+class EarlyStoppingConfig(Config):
     """Progressive early stopping; ``schedule`` maps step count -> delta multiplier."""
     enabled: bool = True
     init: float = 0.01
-    decay: float = 0.99
-    delta: float = 0.9
-    schedule: dict[int, float] = field(default_factory=lambda: {100: 0.9, 200: 0.8, 300: 0.7, 400: 0.6})
-
-    def __post_init__(self) -> None:
-        _unit(self, "decay", "delta")
+    decay: float = Field(default=0.99, ge=0, le=1)
+    delta: float = Field(default=0.9, ge=0, le=1)
+    schedule: dict[int, float] = Field(default_factory=lambda: {100: 0.9, 200: 0.8, 300: 0.7, 400: 0.6})
 
 
-@dataclass(frozen=True)
-class DistillationConfig:
+class DistillationConfig(Config):
     """Knowledge distillation: MSE between student and teacher logits."""
-    teacher: str = "none"          # none | torchvision_deeplabv3 | checkpoint | refinenet_lw152 (the papers')
-    weight: float = 0.3
+    # refinenet_lw152 is the papers' teacher; it and checkpoint need `path`
+    teacher: Literal["none", "torchvision_deeplabv3", "checkpoint", "refinenet_lw152"] = "none"
+    weight: float = Field(default=0.3, ge=0)
     path: str | None = None        # checkpoint (teacher: checkpoint) or the authors' rf_lw152 weights file
 
-    def __post_init__(self) -> None:
-        if self.teacher not in ("none", "torchvision_deeplabv3", "checkpoint", "refinenet_lw152"):
-            raise ValueError("teacher must be none, torchvision_deeplabv3, checkpoint or refinenet_lw152, "
-                             f"got {self.teacher!r}")
+    @model_validator(mode="after")
+    def _teacher_has_weights(self) -> DistillationConfig:
         if self.teacher == "checkpoint" and not self.path:
             raise ValueError("teacher: checkpoint needs 'path' to a checkpoint file")
         if self.teacher == "refinenet_lw152" and not self.path:
             raise ValueError("teacher: refinenet_lw152 needs 'path' to the authors' RefineNet-LW-152 weights file")
+        return self
 
 
-@dataclass(frozen=True)
-class ProxyConfig:
+class ProxyConfig(Config):
     """Everything that decides how one architecture is trained and scored."""
-    agg_size: int = 48
-    repeats: int = 1
+    agg_size: int = Field(default=48, gt=0)
+    repeats: int = Field(default=1, gt=0)
     aux_cell: bool = True
-    aux_weight: float = 0.15
+    aux_weight: float = Field(default=0.15, ge=0)
     encoder_weights: str = "imagenet"   # imagenet | none | path to a MobileNet-v2 file
-    stage1: StageOneConfig = field(default_factory=StageOneConfig)
-    stage2: StageTwoConfig = field(default_factory=StageTwoConfig)
-    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
-    distillation: DistillationConfig = field(default_factory=DistillationConfig)
-    val_batch_size: int = 16
-    val_num_images: int = 500
-    omit_classes: tuple[int, ...] = ()
+    stage1: StageOneConfig = Field(default_factory=StageOneConfig)
+    stage2: StageTwoConfig = Field(default_factory=StageTwoConfig)
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    distillation: DistillationConfig = Field(default_factory=DistillationConfig)
+    val_batch_size: int = Field(default=16, gt=0)
+    val_num_images: int = Field(default=500, gt=0)
+    omit_classes: tuple[NonNegativeInt, ...] = ()
     failure_reward: float = 0.0
     amp: bool = True                     # mixed precision on CUDA only
     channels_last: bool = True           # NHWC activations, on CPU and CUDA
-    flops_input: tuple[int, int] = (512, 1024)
-
-    def __post_init__(self) -> None:
-        _positive(self, "agg_size", "repeats", "val_batch_size", "val_num_images")
-        _non_negative(self, "aux_weight")
+    flops_input: tuple[PositiveInt, PositiveInt] = (512, 1024)
 
 
 # ---------------------------------------------------------------------------

@@ -14,20 +14,20 @@ controller's updates, depends on timing.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
 import math
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
 from tqdm import tqdm
 
-from ..genotypes import genotype_from_dict
+from ..config import Config
+from ..genotypes import Space, genotype_from_dict
 from .proxy import EarlyStopping, ProxyConfig
 from .store import SearchStore, publish
 from .strategies import Proposal, StrategyConfig, make_strategy
@@ -38,36 +38,24 @@ log = logging.getLogger(__name__)
 CHECKPOINT_VERSION = 1
 
 
-@dataclass(frozen=True)
-class SearchConfig:
+class SearchConfig(Config):
     """One experiment's search section of params.yaml."""
-    space: str
-    num_archs: int = 10
-    time_limit_s: float | None = None
-    devices: tuple[str, ...] = ("cpu",)
+    space: Space
+    num_archs: int = Field(default=10, ge=1)
+    time_limit_s: float | None = Field(default=None, gt=0)   # null: no wall-clock limit
+    # at least one, e.g. [cpu] or [cuda:0, cuda:1]
+    devices: tuple[str, ...] = Field(default=("cpu",), min_length=1)
     seed: int = 0
-    data: SearchDataConfig = field(default_factory=SearchDataConfig)
-    strategy: StrategyConfig = field(default_factory=StrategyConfig)
-    proxy: ProxyConfig = field(default_factory=ProxyConfig)
-    top_k: int = 5
-
-    def __post_init__(self) -> None:
-        if self.space not in ("cvpr", "wacv"):
-            raise ValueError(f"space must be 'cvpr' or 'wacv', got {self.space!r}")
-        if self.num_archs < 1:
-            raise ValueError(f"num_archs must be >= 1, got {self.num_archs}")
-        if self.time_limit_s is not None and self.time_limit_s <= 0:
-            raise ValueError(f"time_limit_s must be > 0 or null, got {self.time_limit_s}")
-        if not self.devices:
-            raise ValueError("devices must list at least one device, e.g. [cpu] or [cuda:0, cuda:1]")
+    data: SearchDataConfig = Field(default_factory=SearchDataConfig)
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    proxy: ProxyConfig = Field(default_factory=ProxyConfig)
+    top_k: int = Field(default=5, ge=1)
 
     def fingerprint(self) -> str:
         """Hash of what must not change when a search resumes (budgets and devices may)."""
-        d = dataclasses.asdict(self)
-        for key in ("num_archs", "time_limit_s", "devices", "top_k"):
-            d.pop(key)
-        d["data"].pop("loader_workers", None)
-        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        d = self.model_dump(mode="json", exclude={"num_archs": True, "time_limit_s": True, "devices": True,
+                                                  "top_k": True, "data": {"loader_workers"}})
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def arch_seed(seed: int, arch_id: int) -> int:

@@ -14,74 +14,64 @@ its zero-initialised PPO buffer and its REINFORCE path that could not run.
 """
 from __future__ import annotations
 
-import dataclasses
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 
+from ..config import Config
 from ..genotypes import Genotype, Space
 from .controllers import action_ranges, action_to_genotype, make_controller, random_action
 
 __all__ = ["StrategyConfig", "Proposal", "SearchStrategy", "PolicyGradientStrategy", "PPOStrategy",
            "ReinforceStrategy", "RandomStrategy", "EvolutionStrategy", "make_strategy", "STRATEGIES"]
 
-STRATEGIES = ("ppo", "reinforce", "random", "evolution")
-_ADVANTAGES = ("current", "stored")
+StrategyName = Literal["ppo", "reinforce", "random", "evolution"]
+STRATEGIES: tuple[str, ...] = get_args(StrategyName)
 
 
-@dataclass(frozen=True)
-class StrategyConfig:
+class StrategyConfig(Config):
     """How the search proposes architectures (defaults: the papers' PPO set-up)."""
-    name: str = "ppo"               # ppo | reinforce | random | evolution
+    name: StrategyName = "ppo"
     # Policy gradient (ppo, reinforce)
-    lr: float = 1e-4                # Adam learning rate of the controller
-    ppo_clip: float = 0.1
-    buffer_size: int = 100          # PPO trains on the last this-many observed architectures
-    ppo_minibatches: int = 1        # Adam steps per update over a shuffled buffer; 1 = the whole
-    #                                 buffer in one batched pass. (The original split its 100
-    #                                 samples into 100 minibatches of one.)
-    ppo_advantage: str = "current"  # current: reward - baseline now, recomputed at every update
-    #                                 (the original); stored: fixed when the reward arrived
-    entropy_coef: float = 0.0
-    grad_clip: float = 2.0          # max gradient norm of the controller
-    baseline_decay: float = 0.95    # exponential moving average of rewards
-    lstm_hidden: int = 100
-    lstm_layers: int = 2
+    lr: float = Field(default=1e-4, gt=0)           # Adam learning rate of the controller
+    ppo_clip: float = Field(default=0.1, gt=0, lt=1)
+    # PPO trains on the last this-many observed architectures
+    buffer_size: int = Field(default=100, ge=1)
+    # Adam steps per update over a shuffled buffer (at most buffer_size); 1 = the whole buffer
+    # in one batched pass. (The original split its 100 samples into 100 minibatches of one.)
+    ppo_minibatches: int = Field(default=1, ge=1)
+    # current: reward - baseline now, recomputed at every update (the original); stored: fixed
+    # when the reward arrived
+    ppo_advantage: Literal["current", "stored"] = "current"
+    entropy_coef: float = Field(default=0.0, ge=0)
+    grad_clip: float = Field(default=2.0, gt=0)     # max gradient norm of the controller
+    baseline_decay: float = Field(default=0.95, ge=0, lt=1)   # exponential moving average of rewards
+    lstm_hidden: int = Field(default=100, ge=1)
+    lstm_layers: int = Field(default=2, ge=1)
     action_embedding: bool = False  # feed the sampled choice back (ENAS) instead of the LSTM output
     # Regularised (aging) evolution. Real et al. (2019) used population 100 and tournaments of
     # 25 over 20k models; with the few hundred to few thousand proxy-trained architectures one
     # search here affords, 20 keeps the random warm-up short, and 5 keeps their selection
     # pressure (a quarter of the population per tournament).
-    population_size: int = 20
-    tournament_size: int = 5
-    mutation_prob: float = 0.0      # chance of mutating each further decision; 0 = exactly one
+    population_size: int = Field(default=20, ge=2)
+    tournament_size: int = Field(default=5, ge=1)   # at most population_size
+    # chance of mutating each further decision; 0 = exactly one
+    mutation_prob: float = Field(default=0.0, ge=0, le=1)
 
-    def __post_init__(self) -> None:
-        def need(cond: bool, msg: str) -> None:
-            if not cond:
-                raise ValueError(f"strategy config: {msg}")
-        need(self.name in STRATEGIES, f"name {self.name!r} is not one of {', '.join(STRATEGIES)}")
-        need(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        need(0 < self.ppo_clip < 1, f"ppo_clip must be in (0, 1), got {self.ppo_clip}")
-        need(self.buffer_size >= 1, f"buffer_size must be >= 1, got {self.buffer_size}")
-        need(1 <= self.ppo_minibatches <= self.buffer_size,
-             f"ppo_minibatches must be in [1, buffer_size={self.buffer_size}], got {self.ppo_minibatches}")
-        need(self.ppo_advantage in _ADVANTAGES,
-             f"ppo_advantage {self.ppo_advantage!r} is not one of {', '.join(_ADVANTAGES)}")
-        need(self.entropy_coef >= 0, f"entropy_coef must be >= 0, got {self.entropy_coef}")
-        need(self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}")
-        need(0 <= self.baseline_decay < 1, f"baseline_decay must be in [0, 1), got {self.baseline_decay}")
-        need(self.lstm_hidden >= 1, f"lstm_hidden must be >= 1, got {self.lstm_hidden}")
-        need(self.lstm_layers >= 1, f"lstm_layers must be >= 1, got {self.lstm_layers}")
-        need(self.population_size >= 2, f"population_size must be >= 2, got {self.population_size}")
-        need(1 <= self.tournament_size <= self.population_size,
-             f"tournament_size must be in [1, population_size={self.population_size}], "
-             f"got {self.tournament_size}")
-        need(0 <= self.mutation_prob <= 1, f"mutation_prob must be in [0, 1], got {self.mutation_prob}")
+    @model_validator(mode="after")
+    def _sizes_fit(self) -> StrategyConfig:
+        if self.ppo_minibatches > self.buffer_size:
+            raise ValueError(f"ppo_minibatches must be in [1, buffer_size={self.buffer_size}], "
+                             f"got {self.ppo_minibatches}")
+        if self.tournament_size > self.population_size:
+            raise ValueError(f"tournament_size must be in [1, population_size={self.population_size}], "
+                             f"got {self.tournament_size}")
+        return self
 
 
 @dataclass(frozen=True)
@@ -149,7 +139,7 @@ class SearchStrategy(ABC):
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly; plain data, loadable with weights_only."""
         return {"strategy": self.name, "space": self.space, "seed": self.seed,
-                "config": dataclasses.asdict(self.config), "next_id": self._next_id,
+                "config": self.config.model_dump(), "next_id": self._next_id,
                 "num_updates": self._updates,
                 "pending": [[i, list(a), lp] for i, (a, lp) in self._pending.items()]}
 

@@ -11,35 +11,29 @@ from __future__ import annotations
 import logging
 import queue
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import Field, PositiveFloat
 
+from ..config import Config
 from ..genotypes import genotype_from_dict
 from .proxy import EarlyStopping, ProxyData, ProxyEvaluator
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class SearchDataConfig:
+class SearchDataConfig(Config):
     """Which prepared splits the search reads, and their transforms."""
     train_split: str = "train"
     val_split: str = "val"
-    meta_train_fraction: float = 0.9   # used when train_split == val_split
+    meta_train_fraction: float = Field(default=0.9, gt=0, lt=1)   # used when train_split == val_split
     resize_longer: bool = False        # resize sides (per stage) bound the longer side
-    scale_range: tuple[float, float] = (0.7, 1.4)
-    val_resize_side: int = 1024
-    val_crop_size: int | None = None
-    loader_workers: int = 0
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.meta_train_fraction < 1.0:
-            raise ValueError(f"meta_train_fraction must lie in (0, 1), got {self.meta_train_fraction}")
-        if self.loader_workers < 0:
-            raise ValueError(f"loader_workers must be >= 0, got {self.loader_workers}")
+    scale_range: tuple[PositiveFloat, PositiveFloat] = (0.7, 1.4)
+    val_resize_side: int = Field(default=1024, gt=0)
+    val_crop_size: int | None = Field(default=None, gt=0)
+    loader_workers: int = Field(default=0, ge=0)
 
 
 def check_devices(devices: tuple[str, ...]) -> None:

@@ -1,0 +1,21 @@
+"""The base class of every configuration read from params.yaml.
+
+Each library module owns the model of its own params.yaml section (for example
+:class:`nasseg.search.proxy.ProxyConfig`); they all derive from :class:`Config`
+so that they behave alike: an unknown key is an error (a typo must never be
+silently ignored), and a config is immutable once validated (derive a changed
+copy with ``config.model_copy(update={...})``, which does not re-validate).
+
+Values are validated in pydantic's lax mode, which params.yaml needs: YAML
+lists become tuples, and YAML 1.1 reads ``3e-3`` (no dot) as a string, which
+float fields accept.
+"""
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Config(BaseModel):
+    """A frozen, validated section of params.yaml that rejects unknown keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
