@@ -60,7 +60,7 @@ def test_snakemake_rules_and_the_real_data_guard(tmp_path):
     params = root / "params.yaml"
     params.write_text(params.read_text().replace("  check_split_sizes: error\n",
                                                  "  check_split_sizes: warn\n", 1))
-    run(snakemake + ["data/prepared/camvid/meta.json"], root)
+    run(snakemake + ["data/prepared/camvid"], root)
     assert "split sizes differ" in (root / "logs/prepare_camvid.log").read_text()
     meta = json.loads((root / "data/prepared/camvid/meta.json").read_text())
     assert meta["synthetic"] is False and meta["splits"] == {"train": 2, "val": 2, "test": 2}

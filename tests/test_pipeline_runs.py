@@ -107,9 +107,12 @@ def test_exp_run_then_diffs_show_both_revisions(repo):
     params = json.loads(run_cli([DVC, "params", "diff", "--json"], repo).stdout)
     assert params["params.yaml"] == {key: {"old": 16, "new": 8, "diff": -8}}
     plots = json.loads(run_cli([DVC, "plots", "diff", "--json"], repo).stdout)
-    revisions = {point["rev"] for plot in plots.values() for entry in plot
-                 for point in entry.get("content", {}).get("data", {}).get("values", [])}
-    assert {"HEAD", "workspace"} <= revisions, revisions
+    (rewards,) = plots["data"]["Search rewards per architecture (WACV)"]
+    assert set(rewards["revisions"]) == {"HEAD", "workspace"}
+    points = rewards["content"]["data"]["values"]
+    assert {(p["rev"], p["field"]) for p in points} == {
+        (rev, field) for rev in ("HEAD", "workspace") for field in ("reward", "best_so_far")}
+    assert not [e for e in plots.get("errors", []) if "wacv" in e["source"]], plots["errors"]
     shown = json.loads(run_cli([DVC, "exp", "show", "--json"], repo).stdout)
     text = json.dumps(shown)
     assert '"agg_size": 8' in text and '"agg_size": 16' in text and "best_reward" in text
