@@ -179,3 +179,15 @@ class BaseFormatTest(ABC):
 
     def test_empty_split(self, raw: Path, tmp_path: Path) -> None:
         self.check_error(raw, tmp_path, self.empty_split(raw), self.empty_says)
+
+
+def set_dotted(mapping: dict, key: str, value: object) -> None:
+    """Set dotted `key` (`search.wacv.default.num_archs`) in a nested mapping; None deletes it."""
+    *parents, last = key.split(".")
+    node = mapping
+    for part in parents:
+        node = node[part]
+    if value is None:
+        del node[last]
+    else:
+        node[last] = value

@@ -29,7 +29,8 @@ from stages.params import ParamsError, load_section
 from stages.schema import SCHEMA_FILE, SEARCH_PRESET, Params, load_params, main, schema_text
 from stages.search import load_config
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT, set_dotted
+
 PARAMS = ROOT / "params.yaml"
 SCHEMA = ROOT / SCHEMA_FILE
 
@@ -46,14 +47,7 @@ def write(path: Path, data: dict[str, Any] | str) -> Path:
 def edited(tmp_path: Path, key: str, value: Any) -> Path:
     """A copy of the real params.yaml with dotted `key` set to `value` (None: deleted)."""
     data = real_params()
-    *parents, last = key.split(".")
-    node = data
-    for part in parents:
-        node = node[part]
-    if value is None:
-        del node[last]
-    else:
-        node[last] = value
+    set_dotted(data, key, value)
     return write(tmp_path / "params.yaml", data)
 
 
@@ -299,14 +293,7 @@ def test_snakemake_validate_accepts_the_real_params():
 ])
 def test_snakemake_validate_rejects_bad_params(key, value, message):
     config = snakemake_config()
-    *parents, last = key.split(".")
-    node = config
-    for part in parents:
-        node = node[part]
-    if value is None:
-        del node[last]
-    else:
-        node[last] = value
+    set_dotted(config, key, value)
     with pytest.raises(WorkflowError) as err:
         snakemake_validate(config, str(SCHEMA), set_default=False)
     assert err.match(message)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BIN, cli_env, run_cli, scratch_copy
+from conftest import BIN, cli_env, run_cli, scratch_copy, set_dotted
 
 pytestmark = pytest.mark.slow
 
@@ -34,11 +34,7 @@ def set_param(root: Path, key: str, value) -> None:
     """Edit one dotted key of params.yaml (as a user would; comments are lost, which is fine here)."""
     path = root / "params.yaml"
     params = yaml.safe_load(path.read_text())
-    node = params
-    *parents, last = key.split(".")
-    for part in parents:
-        node = node[part]
-    node[last] = value
+    set_dotted(params, key, value)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
