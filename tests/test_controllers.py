@@ -8,9 +8,9 @@ import torch
 
 import nasseg
 from nasseg.genotypes import AGG_OPS, CVPR_OPS, WACV_OPS, GenotypeError
-from nasseg.search import (MicroController, TemplateController, action_length, action_ranges,
-                           action_to_genotype, decisions, genotype_to_action, make_controller,
-                           random_action)
+from nasseg.search import (LSTMController, action_length, action_ranges, action_to_genotype, decisions,
+                           genotype_to_action, make_controller, random_action)
+from nasseg.spaces import get_space
 
 SPACES = ("cvpr", "wacv")
 
@@ -87,9 +87,11 @@ def test_action_to_genotype_rejects_bad_actions():
 
 # -- controllers -----------------------------------------------------------------
 
-def test_controller_classes_and_init():
+def test_controller_spaces_and_init():
     c = _controller("cvpr", hidden_size=32)
-    assert isinstance(c, MicroController) and isinstance(_controller("wacv"), TemplateController)
+    w = _controller("wacv")
+    assert isinstance(c, LSTMController) and c.space is get_space("cvpr") and w.space is get_space("wacv")
+    assert (c.num_pools, w.num_pools) == (4, 2)   # one unsampled step per encoder output
     assert c.start.shape[-1] == 32 and len(c.cells) == 2
     for p in c.parameters():
         assert p.abs().max() <= 0.1          # U(-0.1, 0.1), as the original

@@ -3,15 +3,53 @@
 See ``../shared/spec/search-spaces.md`` ("CVPR 2019 space"). Sub-module names
 follow the authors' checkpoints except the cell's node list, ``nodes`` here and
 ``_ops`` there (mapped in :mod:`nasseg.models.weights`).
+
+The genotype is a :class:`nasseg.spaces.cvpr.CVPRGenotype`, whose space builds
+this decoder; the protocols below state what the decoder reads of it, so that
+this module does not import the space back (no import cycle).
 """
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..genotypes import CVPRGenotype
 from .ops import OPS, conv3x3, conv_bn_relu, match_sizes, resize_to
+
+
+class CellLayerLike(Protocol):
+    """A cell layer: op_a(node[input_a]) + op_b(node[input_b])."""
+    @property
+    def input_a(self) -> int: ...
+    @property
+    def input_b(self) -> int: ...
+    @property
+    def op_a(self) -> str: ...
+    @property
+    def op_b(self) -> str: ...
+
+
+class ConnectionLike(Protocol):
+    """A decoder block's two inputs in the pool."""
+    @property
+    def input_a(self) -> int: ...
+    @property
+    def input_b(self) -> int: ...
+
+
+class CVPRGenotypeLike(Protocol):
+    """The contextual cell and the decoder connections."""
+    @property
+    def first_op(self) -> str: ...
+    @property
+    def layers(self) -> Sequence[CellLayerLike]: ...
+    @property
+    def connections(self) -> Sequence[ConnectionLike]: ...
+    @property
+    def num_pools(self) -> int: ...
 
 
 class Sum(nn.Module):
@@ -35,7 +73,7 @@ class ContextualCell(nn.Module):
     layer reads.
     """
 
-    def __init__(self, genotype: CVPRGenotype, channels: int, repeats: int):
+    def __init__(self, genotype: CVPRGenotypeLike, channels: int, repeats: int):
         super().__init__()
         self.nodes = nn.ModuleList([OPS[genotype.first_op](channels, channels, 1, repeats)])
         self.node_inputs: list[tuple[int, ...]] = [(0,)]
@@ -64,7 +102,7 @@ class ContextualCell(nn.Module):
 class MergeCell(nn.Module):
     """One decoder block: a cell on each input, 1x1 conv_bn_relu each, resize, sum."""
 
-    def __init__(self, genotype: CVPRGenotype, agg_size: int, repeats: int):
+    def __init__(self, genotype: CVPRGenotypeLike, agg_size: int, repeats: int):
         super().__init__()
         self.op_1 = ContextualCell(genotype, agg_size, repeats)
         self.op_2 = ContextualCell(genotype, agg_size, repeats)
@@ -99,7 +137,7 @@ class CVPRDecoder(nn.Module):
     resolution of the largest collected map (stride 4 or 8 of the input).
     """
 
-    def __init__(self, genotype: CVPRGenotype, in_channels: list[int], num_classes: int,
+    def __init__(self, genotype: CVPRGenotypeLike, in_channels: list[int], num_classes: int,
                  agg_size: int = 64, repeats: int = 2, aux_cell: bool = False):
         super().__init__()
         if len(in_channels) != genotype.num_pools:

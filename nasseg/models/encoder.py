@@ -10,8 +10,12 @@ maps torchvision's ImageNet weights onto this layout losslessly.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+
 import torch
 from torch import nn
+
+from ..spaces import SPACES
 
 # Stages as (expansion t, out channels c, blocks n, first stride s).
 MOBILENET_V2_STAGES: tuple[tuple[int, int, int, int], ...] = (
@@ -25,8 +29,22 @@ MOBILENET_V2_STAGES: tuple[tuple[int, int, int, int], ...] = (
 )
 STEM_CHANNELS = 32
 
-# Which stages each search space reads (0-based).
-RETURN_STAGES = {"cvpr": (1, 2, 4, 6), "wacv": (1, 2)}
+
+class _ReturnStages(Mapping[str, tuple[int, ...]]):
+    """Space name -> the stages (0-based) its decoder reads: a live view of the
+    registered spaces' ``encoder_stages``, for callers that hold only a name."""
+
+    def __getitem__(self, space: str) -> tuple[int, ...]:
+        return SPACES[space].encoder_stages
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(SPACES)
+
+    def __len__(self) -> int:
+        return len(SPACES)
+
+
+RETURN_STAGES: Mapping[str, tuple[int, ...]] = _ReturnStages()
 
 
 class InvertedResidual(nn.Module):
@@ -55,7 +73,7 @@ class InvertedResidual(nn.Module):
 class MobileNetV2Encoder(nn.Module):
     """MobileNet-v2 truncated after the last returned stage."""
 
-    def __init__(self, return_stages: tuple[int, ...] = RETURN_STAGES["cvpr"]):
+    def __init__(self, return_stages: tuple[int, ...]):
         super().__init__()
         if not return_stages or list(return_stages) != sorted(set(return_stages)):
             raise ValueError(f"return_stages must be increasing stage indices, got {return_stages}")

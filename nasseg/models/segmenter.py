@@ -1,13 +1,16 @@
-"""Segmenter = MobileNet-v2 encoder + searched decoder, and its builder."""
+"""Segmenter = MobileNet-v2 encoder + searched decoder, and its builder.
+
+The genotype's search space (:mod:`nasseg.spaces`) says which encoder stages to
+return and builds the decoder; this module knows no space by name.
+"""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from ..genotypes import CVPRGenotype, Genotype, WACVGenotype
-from .cvpr_decoder import CVPRDecoder
-from .encoder import RETURN_STAGES, MobileNetV2Encoder
-from .wacv_decoder import TemplateDecoder
+from ..spaces import SPACES, space_of
+from ..spaces.base import Genotype
+from .encoder import MobileNetV2Encoder
 
 
 class Segmenter(nn.Module):
@@ -44,22 +47,18 @@ def build_segmenter(genotype: Genotype, num_classes: int, *, agg_size: int = 64,
 
     Released models use ``agg_size=64, repeats=2, aux_cell=False``; the CVPR
     search used ``agg_size=48, repeats=1, aux_cell=True``. ``aux_cell`` only
-    exists in the CVPR space.
+    exists in spaces with ``has_aux_cell`` (CVPR).
     """
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    if isinstance(genotype, CVPRGenotype):
-        encoder = MobileNetV2Encoder(RETURN_STAGES["cvpr"])
-        decoder: nn.Module = CVPRDecoder(genotype, encoder.out_channels, num_classes,
-                                         agg_size=agg_size, repeats=repeats, aux_cell=aux_cell)
-    elif isinstance(genotype, WACVGenotype):
-        if aux_cell:
-            raise ValueError("aux_cell exists only in the CVPR space; the WACV decoder has no auxiliary heads")
-        encoder = MobileNetV2Encoder(RETURN_STAGES["wacv"])
-        decoder = TemplateDecoder(genotype, encoder.out_channels, num_classes,
-                                  agg_size=agg_size, repeats=repeats)
-    else:
-        raise TypeError(f"expected a CVPRGenotype or WACVGenotype, got {type(genotype).__name__}")
+    space = space_of(genotype)
+    if aux_cell and not space.has_aux_cell:
+        with_aux = ", ".join(name for name, s in SPACES.items() if s.has_aux_cell)
+        raise ValueError(f"aux_cell exists only in spaces with auxiliary cells ({with_aux}); "
+                         f"the {space.name} decoder has none")
+    encoder = MobileNetV2Encoder(space.encoder_stages)
+    decoder = space.build_decoder(genotype, encoder.out_channels, num_classes,
+                                  agg_size=agg_size, repeats=repeats, aux_cell=aux_cell)
     return Segmenter(genotype, encoder, decoder)
 
 

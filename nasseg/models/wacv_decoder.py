@@ -3,16 +3,56 @@
 See ``../shared/spec/search-spaces.md`` ("WACV 2020 space"). Each layer's
 modules are a flat list ``[op_a, op_b, aggregation] * repeats``; the list is
 called ``layers`` here and ``_ops`` in the authors' checkpoints.
+
+The genotype is a :class:`nasseg.spaces.wacv.WACVGenotype`, whose space builds
+this decoder; the protocols below state what the decoder reads of it, so that
+this module does not import the space back (no import cycle).
 """
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..genotypes import WACVGenotype
 from .cvpr_decoder import concat_collected
 from .ops import AGG_OPS, OPS, conv3x3, conv_bn_relu
+
+
+class TemplateLike(Protocol):
+    """op_a and op_b on two inputs, joined by an aggregation."""
+    @property
+    def op_a(self) -> str: ...
+    @property
+    def op_b(self) -> str: ...
+    @property
+    def aggregation(self) -> str: ...
+
+
+class TemplateLayerLike(Protocol):
+    """A template applied ``repeats`` times with ``stride`` to two pool entries."""
+    @property
+    def input_a(self) -> int: ...
+    @property
+    def input_b(self) -> int: ...
+    @property
+    def template(self) -> int: ...
+    @property
+    def repeats(self) -> int: ...
+    @property
+    def stride(self) -> int: ...
+
+
+class WACVGenotypeLike(Protocol):
+    """The templates and the layer structure."""
+    @property
+    def templates(self) -> Sequence[TemplateLike]: ...
+    @property
+    def layers(self) -> Sequence[TemplateLayerLike]: ...
+    @property
+    def num_pools(self) -> int: ...
 
 
 class TemplateDecoder(nn.Module):
@@ -22,7 +62,7 @@ class TemplateDecoder(nn.Module):
     input for the published models; strided layers can make it coarser).
     """
 
-    def __init__(self, genotype: WACVGenotype, in_channels: list[int], num_classes: int,
+    def __init__(self, genotype: WACVGenotypeLike, in_channels: list[int], num_classes: int,
                  agg_size: int = 64, repeats: int = 2):
         super().__init__()
         if len(in_channels) != genotype.num_pools:

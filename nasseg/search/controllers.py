@@ -1,167 +1,76 @@
-"""LSTM controllers that sample decoder genotypes, and the flattened action encoding.
+"""The LSTM controller that samples decoder genotypes, and the flat action encoding.
 
-An *action* is a genotype written as a flat tuple of integers, in the layout of
-the original code (see the spec, "The controllers' decisions"):
+An *action* is a genotype written as a flat tuple of integers; each search space
+defines its layout and the controller's *decisions* (:mod:`nasseg.spaces`, e.g.
+CVPR: 20 integers, WACV: 44). A decision records which action position it fills,
+since a controller may take them in another order (CVPR: connections first).
+Every decision's range depends only on its position, never on earlier choices,
+which is what lets :meth:`LSTMController.evaluate` score a whole batch in one pass.
 
-- CVPR (20): ``[0, first_op]``, then per cell layer ``[a, b, op_a, op_b]`` (3
-  layers), then the 3 decoder connection pairs.
-- WACV (44): the 3 templates ``[op_a, op_b, agg]``, then the 7 layers
-  ``[a, b, template, repeats - 1, stride_power]``.
-
-The controllers take their *decisions* in a different order (CVPR: connections
-first), so each decision records which action position it fills. Every
-decision's range depends only on its position, never on earlier choices, which
-is what lets :meth:`_LSTMController.evaluate` score a whole batch in one pass.
+The original has one controller class per space (``MicroController``,
+``TemplateController``) that differ only in their decisions and number of
+encoder outputs; here one :class:`LSTMController` reads both from the space.
+The functions below are the action encoding by space name, over the registry.
 """
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..genotypes import (AGG_OPS, CVPR_CELL_LAYERS, CVPR_DECODER_BLOCKS, CVPR_NUM_POOLS, CVPR_OPS,
-                         WACV_MAX_REPEATS, WACV_NUM_LAYERS, WACV_NUM_POOLS, WACV_NUM_TEMPLATES,
-                         WACV_OPS, CVPRGenotype, Genotype, GenotypeError, Space, WACVGenotype,
-                         genotype_from_legacy)
+from ..spaces import Space, SearchSpace, get_space, space_of
+from ..spaces.base import Decision, Genotype
 
 __all__ = [
     "Decision", "decisions", "action_ranges", "action_length", "genotype_to_action",
-    "action_to_genotype", "random_action", "MicroController", "TemplateController",
-    "make_controller",
+    "action_to_genotype", "random_action", "LSTMController", "make_controller",
 ]
 
 INIT_RANGE = 0.1  # the original initialises every controller parameter from U(-0.1, 0.1)
 
 
 # ---------------------------------------------------------------------------
-# Decisions and the action layout
+# The action encoding, by space name
 # ---------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Decision:
-    """One categorical choice of a controller.
-
-    ``position`` is the index it fills in the flattened action; ``kind`` groups
-    decisions that share an embedding table (ENAS-style feedback); ``head``
-    names the linear layer that scores it (shared by all op choices, as in the
-    original, one per position for input choices). ``size == 1`` is a one-way
-    choice (always 0): it still takes an LSTM step but has no head.
-    """
-    position: int
-    size: int
-    kind: str
-    head: str
-
-
-@lru_cache(maxsize=None)
 def decisions(space: Space) -> tuple[Decision, ...]:
     """The controller's decisions for ``space``, in sampling order."""
-    out: list[Decision] = []
-    if space == "cvpr":
-        conn_start = 2 + 4 * CVPR_CELL_LAYERS
-        for b in range(CVPR_DECODER_BLOCKS):
-            for i in range(2):
-                out.append(Decision(conn_start + 2 * b + i, CVPR_NUM_POOLS + b, "conn", f"conn{b}_{i}"))
-        out.append(Decision(1, len(CVPR_OPS), "op", "op"))
-        for l in range(1, CVPR_CELL_LAYERS + 1):
-            base = 2 + 4 * (l - 1)
-            upper = 1 + 3 * (l - 1)
-            for i in range(2):
-                out.append(Decision(base + i, upper, "cell_input", f"cell{l}_{i}"))
-            for i in range(2):
-                out.append(Decision(base + 2 + i, len(CVPR_OPS), "op", "op"))
-    elif space == "wacv":
-        for t in range(WACV_NUM_TEMPLATES):
-            out.append(Decision(3 * t, len(WACV_OPS), "op", "op"))
-            out.append(Decision(3 * t + 1, len(WACV_OPS), "op", "op"))
-            out.append(Decision(3 * t + 2, len(AGG_OPS), "agg", "agg"))
-        for l in range(WACV_NUM_LAYERS):
-            base = 3 * WACV_NUM_TEMPLATES + 5 * l
-            for i in range(2):
-                out.append(Decision(base + i, WACV_NUM_POOLS + l, "input", f"input{l}_{i}"))
-            out.append(Decision(base + 2, WACV_NUM_TEMPLATES, "template", "template"))
-            out.append(Decision(base + 3, WACV_MAX_REPEATS, "repeats", "repeats"))
-            out.append(Decision(base + 4, 2 if l < WACV_NUM_LAYERS // 2 else 1, "stride", "stride"))
-    else:
-        raise GenotypeError(f"unknown search space {space!r}; expected 'cvpr' or 'wacv'")
-    return tuple(out)
+    return get_space(space).decisions
 
 
-@lru_cache(maxsize=None)
 def action_length(space: Space) -> int:
     """20 for CVPR (the leading constant 0 included), 44 for WACV."""
-    if space == "cvpr":
-        return 2 + 4 * CVPR_CELL_LAYERS + 2 * CVPR_DECODER_BLOCKS
-    if space == "wacv":
-        return 3 * WACV_NUM_TEMPLATES + 5 * WACV_NUM_LAYERS
-    return _unknown(space)
+    return get_space(space).action_length
 
 
-@lru_cache(maxsize=None)
 def action_ranges(space: Space) -> tuple[int, ...]:
     """Number of valid values at each action position (1 = constant 0)."""
-    ranges = [1] * action_length(space)
-    for d in decisions(space):
-        ranges[d.position] = d.size
-    return tuple(ranges)
-
-
-def _unknown(space: object) -> int:
-    raise GenotypeError(f"unknown search space {space!r}; expected 'cvpr' or 'wacv'")
+    return get_space(space).action_ranges
 
 
 def genotype_to_action(genotype: Genotype) -> tuple[int, ...]:
-    """Flatten a genotype into the original's action layout (no range check)."""
-    legacy = genotype.to_legacy()
-    if isinstance(genotype, CVPRGenotype):
-        first, *layers = legacy[0]
-        flat = [0, first]
-        for layer in layers:
-            flat += layer
-        for conn in legacy[1]:
-            flat += conn
-        return tuple(flat)
-    if isinstance(genotype, WACVGenotype):
-        return tuple(v for group in legacy for item in group for v in item)
-    raise GenotypeError(f"not a genotype: {genotype!r:.200}")
+    """Flatten a genotype into its space's action layout (no range check)."""
+    return space_of(genotype).encode(genotype)
 
 
 def action_to_genotype(space: Space, action: Sequence[int]) -> Genotype:
-    """Inverse of :func:`genotype_to_action` for the default-sized spaces."""
-    action = [int(v) for v in action]
-    n = action_length(space)
-    if len(action) != n:
-        raise GenotypeError(f"{space} action needs {n} integers, got {len(action)}")
-    if space == "cvpr":
-        if action[0] != 0:
-            raise GenotypeError(f"cvpr action[0] is the cell's fixed input and must be 0, got {action[0]}")
-        cell: list = [action[1]]
-        for l in range(CVPR_CELL_LAYERS):
-            cell.append(action[2 + 4 * l: 6 + 4 * l])
-        start = 2 + 4 * CVPR_CELL_LAYERS
-        conns = [action[start + 2 * b: start + 2 * b + 2] for b in range(CVPR_DECODER_BLOCKS)]
-        return genotype_from_legacy("cvpr", [cell, conns])
-    k = 3 * WACV_NUM_TEMPLATES
-    templates = [action[3 * t: 3 * t + 3] for t in range(WACV_NUM_TEMPLATES)]
-    structure = [action[k + 5 * l: k + 5 * l + 5] for l in range(WACV_NUM_LAYERS)]
-    return genotype_from_legacy("wacv", [templates, structure])
+    """Inverse of :func:`genotype_to_action`."""
+    return get_space(space).decode(action)
 
 
 def random_action(space: Space, rng: random.Random) -> tuple[int, ...]:
     """Uniform over every decision's range: what an untrained search would propose."""
-    return tuple(rng.randrange(r) if r > 1 else 0 for r in action_ranges(space))
+    return get_space(space).random_action(rng)
 
 
 # ---------------------------------------------------------------------------
-# Controllers
+# The controller
 # ---------------------------------------------------------------------------
 
-class _LSTMController(nn.Module):
+class LSTMController(nn.Module):
     """Stacked-LSTM policy over the decisions of one search space.
 
     The LSTM first runs ``num_pools`` steps from a learned start vector (one per
@@ -171,20 +80,19 @@ class _LSTMController(nn.Module):
     back), or with ``action_embedding=True`` an embedding of the choice (ENAS).
     """
 
-    space: Space
-    num_pools: int
-
-    def __init__(self, hidden_size: int = 100, num_layers: int = 2,
+    def __init__(self, space: SearchSpace, hidden_size: int = 100, num_layers: int = 2,
                  action_embedding: bool = False,
                  generator: torch.Generator | None = None) -> None:
         super().__init__()
         if hidden_size < 1 or num_layers < 1:
             raise ValueError(f"hidden_size and num_layers must be >= 1, got {hidden_size}, {num_layers}")
+        self.space = space
+        self.num_pools = space.num_pools
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.action_embedding = action_embedding
-        self.decisions = decisions(self.space)
-        self.ranges = action_ranges(self.space)
+        self.decisions = space.decisions
+        self.ranges = space.action_ranges
 
         self.start = nn.Parameter(torch.zeros(1, hidden_size))
         # A stack of LSTM cells rather than nn.LSTM: the default feedback is
@@ -283,7 +191,7 @@ class _LSTMController(nn.Module):
         if actions.dim() == 1:
             actions = actions.unsqueeze(0)
         if actions.dim() != 2 or actions.shape[1] != self.action_length:
-            raise ValueError(f"{self.space} actions must be [B, {self.action_length}], "
+            raise ValueError(f"{self.space.name} actions must be [B, {self.action_length}], "
                              f"got {tuple(actions.shape)}")
         bad = (actions < 0) | (actions >= self._sizes)
         if bad.any():
@@ -355,23 +263,8 @@ class _LSTMController(nn.Module):
         return logp.sum(0), entropy.expand(-1, batch).sum(0)
 
 
-class MicroController(_LSTMController):
-    """CVPR 2019 controller: decoder connections, then the contextual cell."""
-    space: Space = "cvpr"
-    num_pools = CVPR_NUM_POOLS
-
-
-class TemplateController(_LSTMController):
-    """WACV 2020 controller: three templates, then the seven-layer structure."""
-    space: Space = "wacv"
-    num_pools = WACV_NUM_POOLS
-
-
 def make_controller(space: Space, hidden_size: int = 100, num_layers: int = 2,
                     action_embedding: bool = False,
-                    generator: torch.Generator | None = None) -> _LSTMController:
-    """The controller of ``space`` ("cvpr" -> MicroController, "wacv" -> TemplateController)."""
-    classes = {"cvpr": MicroController, "wacv": TemplateController}
-    if space not in classes:
-        _unknown(space)
-    return classes[space](hidden_size, num_layers, action_embedding, generator)
+                    generator: torch.Generator | None = None) -> LSTMController:
+    """The controller of the registered space called ``space``."""
+    return LSTMController(get_space(space), hidden_size, num_layers, action_embedding, generator)

@@ -44,6 +44,7 @@ from ..metrics import ConfusionMatrix
 from ..models import build_segmenter, count_parameters
 from ..models.encoder import RETURN_STAGES, MobileNetV2Encoder
 from ..models.ops import resize_to
+from ..spaces import space_of
 
 IGNORE_INDEX = 255
 
@@ -350,7 +351,7 @@ class ProxyEvaluator:
         torch.manual_seed(arch_seed)
         rng = random.Random(arch_seed)
         model = build_segmenter(genotype, self.data.num_classes, agg_size=cfg.agg_size,
-                                repeats=cfg.repeats, aux_cell=cfg.aux_cell and genotype.space == "cvpr")
+                                repeats=cfg.repeats, aux_cell=cfg.aux_cell and space_of(genotype).has_aux_cell)
         params = count_parameters(model, include_aux=False)
         flops = estimate_flops(model, cfg.flops_input)
         model.encoder.load_state_dict(self.encoder_state)

@@ -24,8 +24,9 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from ..config import Config
-from ..genotypes import Genotype, Space
-from .controllers import action_ranges, action_to_genotype, make_controller, random_action
+from ..spaces import Space, get_space
+from ..spaces.base import Genotype
+from .controllers import make_controller
 
 __all__ = ["StrategyConfig", "Proposal", "SearchStrategy", "PolicyGradientStrategy", "PPOStrategy",
            "ReinforceStrategy", "RandomStrategy", "EvolutionStrategy", "make_strategy", "STRATEGIES"]
@@ -90,8 +91,7 @@ class SearchStrategy(ABC):
     name: str
 
     def __init__(self, config: StrategyConfig, space: Space, seed: int) -> None:
-        if space not in ("cvpr", "wacv"):
-            raise ValueError(f"unknown search space {space!r}; expected 'cvpr' or 'wacv'")
+        self.search_space = get_space(space)
         self.config = config
         self.space = space
         self.seed = seed
@@ -108,7 +108,7 @@ class SearchStrategy(ABC):
 
     def propose(self) -> Proposal:
         action, log_prob = self._propose_action()
-        proposal = Proposal(self._next_id, action_to_genotype(self.space, action), action,
+        proposal = Proposal(self._next_id, self.search_space.decode(action), action,
                             log_prob, self._updates)
         self._pending[proposal.id] = (action, log_prob)
         self._next_id += 1
@@ -276,7 +276,7 @@ class RandomStrategy(SearchStrategy):
         self.rng = random.Random(seed)
 
     def _propose_action(self) -> tuple[tuple[int, ...], float | None]:
-        return random_action(self.space, self.rng), None
+        return self.search_space.random_action(self.rng), None
 
     def _observe(self, action: tuple[int, ...], log_prob: float | None, reward: float) -> None:
         pass
@@ -302,14 +302,14 @@ class EvolutionStrategy(SearchStrategy):
     def __init__(self, config: StrategyConfig, space: Space, seed: int) -> None:
         super().__init__(config, space, seed)
         self.rng = random.Random(seed)
-        self.ranges = action_ranges(space)
+        self.ranges = self.search_space.action_ranges
         self._mutable = [i for i, r in enumerate(self.ranges) if r > 1]
         # Oldest first: (action, reward).
         self.population: list[tuple[tuple[int, ...], float]] = []
 
     def _propose_action(self) -> tuple[tuple[int, ...], float | None]:
         if len(self.population) < self.config.population_size:
-            return random_action(self.space, self.rng), None
+            return self.search_space.random_action(self.rng), None
         contenders = self.rng.sample(self.population, self.config.tournament_size)
         parent = max(contenders, key=lambda member: member[1])  # first best on ties
         return self.mutate(parent[0]), None

@@ -1,0 +1,213 @@
+"""The contract between a search space and the code that searches it and builds its models.
+
+A search space (one module per space under :mod:`nasseg.spaces`) owns everything
+that is specific to it: its genotype type, its op lists, the categorical
+*decisions* a controller takes to sample a genotype, the flat *action* encoding of
+a genotype (what the controllers, strategies and search history store), the
+encoder stages its decoder reads, the decoder builder and its published
+genotypes. The controllers, strategies, proxy training and the segmenter only talk
+to :class:`SearchSpace`, so adding a space needs no change outside its own module
+and one line in the registry (:mod:`nasseg.spaces`).
+
+Written for this project: the original code (DrSleep/nas-segm-pytorch) has one
+controller class, decoder and genotype list per space and no common interface.
+
+This module imports neither the registry nor a space module, so both import it
+without forming an import cycle, and it does not import torch (a decoder is only
+built by :meth:`SearchSpace.build_decoder`, which imports its model code when
+called).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["Decision", "Genotype", "GenotypeError", "SearchSpace", "check", "check_index", "check_op"]
+
+
+class GenotypeError(ValueError):
+    """A genotype, action or space name that does not fit; the message says which field."""
+
+
+def check(cond: bool, msg: str) -> None:
+    """Raise :class:`GenotypeError` with ``msg`` unless ``cond``."""
+    if not cond:
+        raise GenotypeError(msg)
+
+
+def check_op(name: Any, allowed: tuple[str, ...], where: str) -> None:
+    """``name`` must be one of the ops ``allowed`` at ``where``."""
+    check(name in allowed, f"{where}: unknown op {name!r}; expected one of {', '.join(allowed)}")
+
+
+def check_index(value: Any, upper: int, where: str) -> None:
+    """``value`` must be an int (not a bool) in ``[0, upper)``."""
+    check(isinstance(value, int) and not isinstance(value, bool) and 0 <= value < upper,
+          f"{where}: {value!r} is not an index in [0, {upper})")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One categorical choice of a controller.
+
+    ``position`` is the index it fills in the flattened action; ``size`` the
+    number of values (``size == 1`` is a one-way choice, always 0: it still takes
+    an LSTM step but has no head); ``kind`` groups decisions that share an
+    embedding table (ENAS-style feedback); ``head`` names the linear layer that
+    scores it (decisions with the same head must have the same size).
+    """
+    position: int
+    size: int
+    kind: str
+    head: str
+
+
+class Genotype(ABC):
+    """Base of every space's genotype.
+
+    Subclasses are frozen dataclasses with named fields and readable op names
+    (checked at registration), and set ``space`` to their space's name. The dict
+    and JSON forms record that name, so :func:`nasseg.genotypes.genotype_from_dict`
+    finds the class in the registry.
+    """
+
+    space: ClassVar[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data: ``{"space": name, **fields}`` (nested dataclasses as dicts)."""
+        return {"space": self.space, **dataclasses.asdict(self)}  # type: ignore[call-overload]
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    @abstractmethod
+    def from_dict(cls, d: dict[str, Any]) -> Genotype:
+        """Inverse of :meth:`to_dict`, given the fields without the ``space`` key."""
+
+
+G = TypeVar("G", bound=Genotype)
+
+
+class SearchSpace(ABC, Generic[G]):
+    """A decoder search space: what a controller samples and how it becomes a model.
+
+    Attributes a space sets (as class attributes or in ``__init__``):
+
+    - ``name``: the registry key, equal to ``genotype_type.space``;
+    - ``genotype_type``: its frozen-dataclass :class:`Genotype` subclass;
+    - ``encoder_stages``: the MobileNet-v2 stages (0-based) whose outputs the
+      decoder reads, in order; the controller runs one unsampled step per output;
+    - ``has_aux_cell``: whether :meth:`build_decoder` accepts ``aux_cell=True``
+      (auxiliary cells in the auxiliary heads, CVPR 2019);
+    - ``published``: published genotypes by name (may be empty).
+
+    A space implements :attr:`decisions`, :meth:`encode`, :meth:`_decode` and
+    :meth:`build_decoder`; sampling, ranges and the action length follow from the
+    decisions. Every decision's range depends only on its position, never on
+    earlier choices, which lets a controller score a batch of actions in one pass.
+    """
+
+    name: str
+    genotype_type: type[G]
+    encoder_stages: tuple[int, ...]
+    has_aux_cell: bool = False
+    published: Mapping[str, G] = MappingProxyType({})
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+    # -- decisions and the action layout ----------------------------------------
+
+    @property
+    @abstractmethod
+    def decisions(self) -> tuple[Decision, ...]:
+        """The controller's decisions, in sampling order (not necessarily action order)."""
+
+    @property
+    def num_pools(self) -> int:
+        """Number of encoder outputs the decoder reads."""
+        return len(self.encoder_stages)
+
+    @cached_property
+    def action_length(self) -> int:
+        """Length of a flat action: up to the last decision's position. Positions
+        that no decision fills are constants (always 0)."""
+        return 1 + max(d.position for d in self.decisions)
+
+    @cached_property
+    def action_ranges(self) -> tuple[int, ...]:
+        """Number of valid values at each action position (1 = constant 0)."""
+        ranges = [1] * self.action_length
+        for d in self.decisions:
+            ranges[d.position] = d.size
+        return tuple(ranges)
+
+    @abstractmethod
+    def encode(self, genotype: Genotype) -> tuple[int, ...]:
+        """The genotype as a flat action (no range check: published genotypes may
+        lie outside the controller's ranges)."""
+
+    def decode(self, action: Sequence[int]) -> G:
+        """The genotype of a flat action; inverse of :meth:`encode`."""
+        values = [int(v) for v in action]
+        check(len(values) == self.action_length,
+              f"{self.name} action needs {self.action_length} integers, got {len(values)}")
+        return self._decode(values)
+
+    @abstractmethod
+    def _decode(self, action: list[int]) -> G:
+        """:meth:`decode` of an action of the right length."""
+
+    def random_action(self, rng: random.Random) -> tuple[int, ...]:
+        """Uniform over every decision's range, drawn in action order (one-way
+        choices draw nothing): what an untrained search proposes."""
+        return tuple(rng.randrange(r) if r > 1 else 0 for r in self.action_ranges)
+
+    def random_genotype(self, rng: random.Random) -> G:
+        """The genotype of :meth:`random_action`."""
+        return self.decode(self.random_action(rng))
+
+    # -- genotypes ---------------------------------------------------------------
+
+    def own(self, genotype: Genotype) -> G:
+        """``genotype`` itself if it is of this space, else :class:`GenotypeError`."""
+        if not isinstance(genotype, self.genotype_type):
+            raise GenotypeError(f"{self.name} space: expected a {self.genotype_type.__name__}, "
+                                f"got {genotype!r:.200}")
+        return genotype
+
+    def from_legacy(self, nested: list) -> G:
+        """A genotype from the original code's nested-list notation. Only the
+        papers' spaces have one; others raise :class:`GenotypeError`."""
+        raise GenotypeError(f"the {self.name} space has no legacy (nested-list) notation")
+
+    def published_genotype(self, name: str) -> G:
+        """A published genotype by name; KeyError lists the known ones."""
+        if name not in self.published:
+            known = ", ".join(f"{self.name}/{n}" for n in self.published) or "none"
+            raise KeyError(f"no published genotype {self.name}/{name}; known: {known}")
+        return self.published[name]
+
+    # -- models ------------------------------------------------------------------
+
+    @abstractmethod
+    def build_decoder(self, genotype: Genotype, in_channels: list[int], num_classes: int, *,
+                      agg_size: int, repeats: int, aux_cell: bool) -> nn.Module:
+        """The decoder of ``genotype`` on encoder outputs with ``in_channels``.
+
+        It maps the encoder's list of maps to logits, or to ``(logits,
+        aux_logits)`` when it has auxiliary heads (evaluated in training mode
+        only). ``aux_cell`` is True only for a space with ``has_aux_cell``
+        (:func:`nasseg.models.build_segmenter` checks).
+        """
