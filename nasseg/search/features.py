@@ -66,11 +66,12 @@ class Compute:
         return x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
 
 
-def load_samples(ds: Dataset, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``limit`` samples of ``ds`` stacked: images float N x 3 x H x W, labels uint8 N x H x W."""
+def load_samples(ds: Dataset, limit: int, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``limit`` samples of ``ds`` (named ``what`` in errors) stacked: images float
+    N x 3 x H x W, labels uint8 N x H x W."""
     n = min(len(ds), limit)
     if n == 0:
-        raise DataError("empty dataset: nothing to train or validate on")
+        raise DataError(f"{what}: no samples to train or validate on")
     images, labels = zip(*(ds[i][:2] for i in range(n)))
     return torch.stack(images).contiguous(), torch.stack([torch.as_tensor(m) for m in labels]).to(torch.uint8)
 
@@ -91,7 +92,7 @@ class FeatureCache:
         torch.manual_seed(seed)
         random.seed(seed)
         np.random.seed(seed % 2**32)
-        images, labels = load_samples(data.train_stage1, config.stage1.num_images)
+        images, labels = load_samples(data.train_stage1, config.stage1.num_images, "stage 1's training set")
         self.s1_feats = self.encode(images)
         # As the original: stage-1 labels live at the first encoder output's resolution
         # (stride 4), nearest-downsampled once.
@@ -99,7 +100,7 @@ class FeatureCache:
         self.s1_teacher: torch.Tensor | None = None
         if teacher is not None and 1 in config.distillation.stages:
             self.s1_teacher = self._teacher_logits(teacher, images)
-        self.val_images, self.val_labels = load_samples(data.val, config.val_num_images)
+        self.val_images, self.val_labels = load_samples(data.val, config.val_num_images, data.val_source)
         scored = self.val_labels < data.num_classes
         for c in config.omit_classes:
             scored &= self.val_labels != c
