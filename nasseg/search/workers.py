@@ -127,10 +127,17 @@ class ProcessWorkers:
         self.capacity = len(self.procs)
         for p in self.procs:
             p.start()
-        for _ in self.procs:
-            msg = self._get()
-            if "ready" in msg:
-                log.info("worker %s ready", msg["ready"])
+        try:
+            for _ in self.procs:
+                log.info("worker %s ready", self._get()["ready"])
+        except BaseException:   # one could not start: stop the others now
+            self._kill()
+            raise
+
+    def _kill(self) -> None:
+        for p in self.procs:
+            p.kill()
+            p.join()
 
     def _get(self) -> dict[str, Any]:
         while True:
@@ -157,8 +164,8 @@ class ProcessWorkers:
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: Any) -> None:
         if exc_type is not None:   # the search stops now; work in flight is re-run on resume
-            for p in self.procs:
-                p.kill()
+            self._kill()
+            return
         for _ in self.procs:
             self.tasks.put(None)
         for p in self.procs:
