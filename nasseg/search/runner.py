@@ -63,7 +63,8 @@ class SearchConfig(Config):
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     proxy: ProxyConfig = Field(default_factory=ProxyConfig)
     top_k: int = Field(default=5, ge=1)
-    # stop after this many architectures in a row failed (oom, nan, error); null: never
+    # stop after this many architectures in a row failed (oom, nan, error), counted from the
+    # start of each run; null: never
     max_consecutive_failures: int | None = Field(default=10, ge=1)
 
     def fingerprint(self) -> str:
