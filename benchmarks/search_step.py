@@ -37,12 +37,14 @@ def main() -> None:
 
     import nasseg
     from nasseg.data import prepare_dataset, synthesize_dataset
-    from nasseg.search.proxy import (EarlyStopping, EarlyStoppingConfig, ProxyConfig, ProxyEvaluator,
-                                     StageOneConfig, StageTwoConfig)
-    from nasseg.search.runner import SearchConfig
+    from nasseg.search.config import (EarlyStoppingConfig, ProxyConfig, SearchDataConfig, StageOneConfig,
+                                      StageTwoConfig)
     from nasseg.search.data import make_proxy_data
+    from nasseg.search.early_stopping import EarlyStopping
+    from nasseg.search.evaluator import ProxyEvaluator
+    from nasseg.search.failures import Status
+    from nasseg.search.runner import SearchConfig
     from nasseg.search.strategies import StrategyConfig, make_strategy
-    from nasseg.search.workers import SearchDataConfig
 
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="nasseg-bench-"))
@@ -75,7 +77,7 @@ def main() -> None:
             t = time.perf_counter()
             result = ev.evaluate(genotypes[space], 1000 + rep, EarlyStopping(ev.config.early_stopping))
             times[space].append(time.perf_counter() - t)
-            assert result.status == "ok", result.reason
+            assert result.status == Status.OK, result.reason
             parts[space].append(result.timings)
 
     print(f"torch {torch.__version__}, {args.threads} threads, CPU; {args.images} stage-1 images "

@@ -1,7 +1,7 @@
 """The base class of every configuration read from params.yaml.
 
 Each library module owns the model of its own params.yaml section (for example
-:class:`nasseg.search.proxy.ProxyConfig`); they all derive from :class:`Config`
+:class:`nasseg.search.config.ProxyConfig`); they all derive from :class:`Config`
 so that they behave alike: an unknown key is an error (a typo must never be
 silently ignored), and a config is immutable once validated (derive a changed
 copy with ``config.model_copy(update={...})``, which does not re-validate).

@@ -21,6 +21,13 @@ folder: a second is refused at once, naming the first.
 When the search completes it writes, each file atomically, <out>/history.jsonl and
 <out>/summary.json, and <metrics>/metrics.json and <metrics>/rewards.csv (small
 files for `dvc metrics` and `dvc plots`; <metrics> defaults to <out>).
+
+An architecture that runs out of memory, whose loss becomes NaN or that cannot be
+built or run is recorded with its status and the search goes on. Anything else (bad
+data, a missing file, a wrong setting) stops the search at once with exit status 2
+and a message naming the file or key (a bug: a traceback, exit status 1); so does
+`max_consecutive_failures` failed architectures in a row. What was recorded is kept:
+fix the cause and run the same command to resume.
 """
 from __future__ import annotations
 
@@ -94,15 +101,18 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         from nasseg.data import DataError
         from nasseg.models import PretrainedWeightsUnavailable
+        from nasseg.search.failures import SearchAborted
 
-        if isinstance(exc, (ParamsError, DataError, PretrainedWeightsUnavailable, ValueError,
+        if isinstance(exc, (ParamsError, DataError, PretrainedWeightsUnavailable, SearchAborted, ValueError,
                             FileNotFoundError)):
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        raise
+        raise   # a bug: the traceback names the file and line; exit status 1
     best = summary["best_reward"]
-    print(f"evaluated {summary['num_evaluated']} architectures; best reward "
-          f"{best:.4f}" if best is not None else "no architecture succeeded", file=sys.stderr)
+    counts = ", ".join(f"{n} {s}" for s, n in summary["status_counts"].items())
+    print(f"evaluated {summary['num_evaluated']} architectures ({counts}); "
+          + (f"best reward {best:.4f}" if best is not None else "none succeeded: see the reasons in the history"),
+          file=sys.stderr)
     return 0
 
 

@@ -48,7 +48,7 @@ def test_small_model_learns_synthetic_cityscapes(tmp_path):
     while steps < 150:
         for x, y in loader:
             model.train()
-            logits = F.interpolate(model(x), size=y.shape[-2:], mode="bilinear",
+            logits = F.interpolate(model(x).logits, size=y.shape[-2:], mode="bilinear",
                                    align_corners=False)
             loss = F.cross_entropy(logits, y, ignore_index=255)
             optimiser.zero_grad()

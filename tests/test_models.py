@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import nasseg
+from nasseg.models import TrainOutput
 from nasseg.models.encoder import MobileNetV2Encoder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -44,13 +45,14 @@ class BaseSegmenterTest:
         num_classes = next(iter(self.params))
         model = self.build(num_classes, agg_size=16, repeats=1).train()
         out = model(torch.randn(2, 3, 64, 64))
+        assert isinstance(out, TrainOutput)
+        logits, aux = out
+        assert logits.shape[:2] == (2, num_classes)
         if self.space == "cvpr":
-            logits, aux = out
             assert len(aux) == 3 and all(a.shape[1] == num_classes for a in aux)
-            loss = logits.mean() + sum(a.mean() for a in aux)
         else:
-            logits = out
-            loss = logits.mean()
+            assert aux == ()
+        loss = logits.mean() + sum(a.mean() for a in aux)
         loss.backward()
         grads = [p.grad for p in model.decoder.parameters()]
         assert sum(g is not None and bool(g.abs().sum() > 0) for g in grads) > len(grads) // 2
@@ -97,8 +99,7 @@ def test_encoder_alone():
 def test_random_genotypes_forward_backward(space, seed):
     g = nasseg.random_genotype(space, random.Random(seed))
     model = nasseg.build_segmenter(g, 5, agg_size=16, repeats=1, aux_cell=(space == "cvpr"))
-    out = model.train()(torch.randn(2, 3, 64, 64))
-    logits, aux = out if space == "cvpr" else (out, [])
+    logits, aux = model.train()(torch.randn(2, 3, 64, 64))
     assert logits.shape[:2] == (2, 5) and torch.isfinite(logits).all()
     (logits.square().mean() + sum(a.square().mean() for a in aux)).backward()
     model.eval()

@@ -22,7 +22,7 @@ from snakemake.utils import validate as snakemake_validate
 from nasseg.config import Config
 from nasseg.data.prepare import PrepareParams
 from nasseg.data.synthesize import SynthesizeParams
-from nasseg.search.proxy import DistillationConfig
+from nasseg.search.config import DistillationConfig
 from nasseg.search.runner import SearchConfig
 from stages import prepare as prepare_stage
 from stages.params import ParamsError, load_section
@@ -110,7 +110,7 @@ def test_missing_file(tmp_path):
 @pytest.mark.parametrize("key,value,message", [
     ("search.wacv.default.proxy.stage1.epoch", 3,
      r"search.wacv.default.proxy.stage1.epoch: unknown key \(value: 3\); the keys here are batch_size, "
-     r"crop_size, epochs,"),
+     r"crop_size, dec_weight_decay, epochs,"),
     ("synthesize.voc.height", None, r"synthesize.voc.height: missing key \(required"),
     ("search.cvpr.default.proxy.stage2.epochs", "many",
      r"search.cvpr.default.proxy.stage2.epochs: Input should be a valid integer.*\(value: 'many'\)"),

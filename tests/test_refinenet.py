@@ -4,7 +4,7 @@ import torch
 
 from nasseg.models import WeightsError
 from nasseg.models.refinenet import RefineNetLW, load_refinenet_weights
-from nasseg.search.proxy import DistillationConfig
+from nasseg.search.config import DistillationConfig
 from nasseg.search.teachers import load_teacher
 
 LAYERS_152 = (3, 8, 36, 3)

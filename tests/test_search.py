@@ -1,18 +1,23 @@
 """The search loop on synthetic CityScapes: budget, history, failures, SIGKILL resume."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import pytest
 import torch
 import yaml
+from torch import nn
 
 from nasseg.data import prepare_dataset, synthesize_dataset
-from nasseg.search import proxy as proxy_module
+from nasseg.models import Segmenter
+from nasseg.search.failures import SearchAborted
 from nasseg.search.runner import run_search
 from stages.search import load_config
 
@@ -127,31 +132,116 @@ def test_sigkill_and_resume_match_an_uninterrupted_run(cityscapes, tmp_path):
     assert essence(got) == essence(want)
 
 
-def test_failures_are_recorded_not_fatal(cityscapes, tmp_path, monkeypatch):
-    real_evaluate = proxy_module.ProxyEvaluator._evaluate
-    calls = {"n": 0}
+class InjectFaults:
+    """An ``on_build`` hook: the n-th network built (from 1) gets the fault listed for n."""
 
-    def flaky(self, genotype, seed, es, timings, validations):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise RuntimeError("Given groups=1, weight of size [8, 16, 1, 1], expected input to have 16 channels")
-        if calls["n"] == 3:
-            monkeypatch.setattr(self, "_loss", lambda *a: torch.tensor(float("nan"), requires_grad=True))
-        else:
-            monkeypatch.setattr(self, "_loss", proxy_module.ProxyEvaluator._loss.__get__(self))
-        return real_evaluate(self, genotype, seed, es, timings, validations)
+    def __init__(self, faults: dict[int, Callable[[Segmenter], None]]):
+        self.faults = faults
+        self.built = 0
 
-    monkeypatch.setattr(proxy_module.ProxyEvaluator, "_evaluate", flaky)
-    config = load_config(write_params(tmp_path / "p.yaml", num_archs=4), "wacv",
+    def __call__(self, model: Segmenter) -> None:
+        self.built += 1
+        if self.built in self.faults:
+            self.faults[self.built](model)
+
+
+def mis_sized_classifier(model: Segmenter) -> None:
+    """A real shape error: the classifier expects 8 more channels than it gets."""
+    clf = model.decoder.conv_clf
+    model.decoder.conv_clf = nn.Conv2d(clf.in_channels + 8, clf.out_channels, 3, padding=1)
+
+
+def nan_weights(model: Segmenter) -> None:
+    """NaN logits, so the first training loss is NaN."""
+    with torch.no_grad():
+        model.decoder.conv_clf.weight.fill_(float("nan"))
+
+
+class OutOfMemoryWhenRun(nn.Module):
+    """Wraps a module; runs out of memory on a real device (FLOP counting on meta still works)."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "meta":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return self.inner(x)
+
+
+def out_of_memory(model: Segmenter) -> None:
+    model.decoder.pre_clf = OutOfMemoryWhenRun(model.decoder.pre_clf)
+
+
+def test_architecture_failures_are_recorded_not_fatal(cityscapes, tmp_path):
+    config = load_config(write_params(tmp_path / "p.yaml", num_archs=5), "wacv",
                          ["proxy.failure_reward=-0.5"])
+    hook = InjectFaults({2: mis_sized_classifier, 3: nan_weights, 4: out_of_memory})
+    summary = run_search(config, cityscapes, tmp_path / "run", progress=False, on_build=hook)
+    records = read_history(tmp_path / "run")
+    assert [r["status"] for r in records][1:4] == ["error", "nan", "oom"]
+    assert records[1]["reason"].startswith("RuntimeError: ") and "channel" in records[1]["reason"]
+    assert "loss became nan in stage 1 epoch 0" in records[2]["reason"]
+    assert "OutOfMemoryError: CUDA out of memory" in records[3]["reason"]
+    for r in records[1:4]:
+        assert r["reward"] == -0.5 and r["metrics"] == {}
+    for r in (records[0], records[4]):
+        assert r["status"] in ("ok", "early_stopped"), r["reason"]
+    assert summary["num_evaluated"] == 5
+    assert summary["status_counts"]["error"] == summary["status_counts"]["nan"] == summary["status_counts"]["oom"] == 1
+
+
+def test_max_consecutive_failures_stops_the_search_and_a_rerun_resumes(cityscapes, tmp_path):
+    config = load_config(write_params(tmp_path / "p.yaml", num_archs=4, max_consecutive_failures=2), "wacv", [])
+    # Architectures 1 and 2 (ids 0, 1) fail: the search stops after the second.
+    hook = InjectFaults({1: nan_weights, 2: nan_weights, 3: nan_weights})
+    with pytest.raises(SearchAborted, match=r"the last 2 architectures all failed \(2 nan;.*max_consecutive_failures"):
+        run_search(config, cityscapes, tmp_path / "run", progress=False, on_build=hook)
+    assert hook.built == 2
+    failed = read_history(tmp_path / "run")
+    assert [(r["id"], r["status"]) for r in failed] == [(0, "nan"), (1, "nan")]
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert ckpt["observed"] == [0, 1] and ckpt["pending"] == []
+    assert not (tmp_path / "run" / "summary.json").exists()
+    # The cause fixed, the same search resumes: nothing recorded is lost or repeated.
     summary = run_search(config, cityscapes, tmp_path / "run", progress=False)
     records = read_history(tmp_path / "run")
-    assert [r["status"] for r in records][1:3] == ["error", "nan"]
-    assert "expected input to have 16 channels" in records[1]["reason"]
-    assert "loss became nan" in records[2]["reason"]
-    assert records[1]["reward"] == records[2]["reward"] == -0.5
-    assert records[1]["metrics"] == {} and records[0]["status"] in ("ok", "early_stopped")
-    assert summary["num_evaluated"] == 4 and summary["status_counts"]["error"] == 1
+    assert records[:2] == failed and [r["id"] for r in records] == [0, 1, 2, 3]
+    assert all(r["status"] in ("ok", "early_stopped") for r in records[2:]), [r["reason"] for r in records]
+    assert summary["status_counts"]["nan"] == 2
+
+
+def copy_with_bad_label(prepared: Path, dst: Path, split: str) -> tuple[Path, bytes]:
+    """A copy of `prepared` whose first `split` label holds 40 (CityScapes has 19 classes)."""
+    shutil.copytree(prepared, dst)
+    label = dst / (dst / f"{split}.lst").read_text().splitlines()[0].split("\t")[1]
+    original = label.read_bytes()
+    array = cv2.imread(str(label), cv2.IMREAD_UNCHANGED)
+    array[3, 5] = 40
+    cv2.imwrite(str(label), array)
+    return label, original
+
+
+@pytest.mark.parametrize("split", ["val", "train"])
+def test_a_label_outside_the_classes_stops_the_search_naming_the_file(cityscapes, tmp_path, split):
+    data = tmp_path / "data"
+    label, original = copy_with_bad_label(cityscapes, data, split)
+    params = write_params(tmp_path / "p.yaml", num_archs=1)
+    proc = subprocess.run(search_cmd(params, data, tmp_path / "run"), cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr
+    assert f"error: {label}: label values outside the classes: 40" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    # Stopped before the first architecture: nothing recorded, no output published.
+    assert not list((tmp_path / ".state" / "run").glob("*/history.jsonl"))
+    assert not (tmp_path / "run" / "history.jsonl").exists()
+    if split == "val":   # the file fixed, the same command runs the search
+        label.write_bytes(original)
+        subprocess.run(search_cmd(params, data, tmp_path / "run"), cwd=ROOT, check=True, capture_output=True,
+                       timeout=600)
+        (record,) = read_history(tmp_path / "run")
+        assert record["status"] in ("ok", "early_stopped"), record["reason"]
 
 
 def test_two_cpu_workers(cityscapes, tmp_path):
@@ -160,6 +250,8 @@ def test_two_cpu_workers(cityscapes, tmp_path):
     records = read_history(tmp_path / "run")
     assert sorted(r["id"] for r in records) == [0, 1, 2, 3]
     assert {r["worker"] for r in records} <= {"cpu#0", "cpu#1"}
+    for r in records:
+        assert r["status"] in ("ok", "early_stopped"), r["reason"]
 
 
 def test_bad_devices_and_params_fail_clearly(cityscapes, tmp_path):
@@ -172,6 +264,20 @@ def test_bad_devices_and_params_fail_clearly(cityscapes, tmp_path):
     assert proc.returncode == 2
     assert (f"{params}: search.wacv.default.proxy.stage1.epoch: unknown key (value: 2)" in proc.stderr
             and "epochs" in proc.stderr), proc.stderr
+
+
+def a_bug(model: Segmenter) -> None:
+    raise TypeError("a bug, not the architecture's failure")
+
+
+def test_an_error_in_a_worker_process_stops_the_search(cityscapes, tmp_path):
+    config = load_config(write_params(tmp_path / "p.yaml", num_archs=4, devices=["cpu", "cpu"]), "wacv", [])
+    with pytest.raises(SearchAborted, match=r"worker cpu#[01], architecture [01]: TypeError: a bug, not"):
+        run_search(config, cityscapes, tmp_path / "run", progress=False, on_build=a_bug)
+    assert not (tmp_path / "run" / "history.jsonl").exists()
+    # The two proposals in flight stay pending: a rerun trains them again.
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert sorted(p["id"] for p in ckpt["pending"]) == [0, 1] and ckpt["observed"] == []
 
 
 def state_folders(root: Path) -> dict[str, bytes]:

@@ -5,6 +5,8 @@ return and builds the decoder; this module knows no space by name.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
@@ -13,14 +15,31 @@ from ..spaces.base import Genotype
 from .encoder import MobileNetV2Encoder
 
 
+class TrainOutput(NamedTuple):
+    """What a segmenter returns while its decoder trains.
+
+    ``logits``: the main logits at decoder resolution. ``aux_logits``: the CVPR
+    auxiliary heads' logits, one map per decoder block at that block's
+    resolution (empty for the WACV space, which has no auxiliary heads).
+    """
+    logits: torch.Tensor
+    aux_logits: tuple[torch.Tensor, ...]
+
+
 class Segmenter(nn.Module):
     """Encoder + decoder, with the state-dict layout ``encoder.*`` / ``decoder.*``.
 
-    ``model(x)`` returns the main logits **at decoder resolution**, as the
-    original does: that of the largest map the decoder collects (stride 4 of
-    the input for cvpr arch0 and both wacv models, 8 for cvpr arch1/arch2).
-    Upsample them to the label size outside the model. In training mode a CVPR model returns ``(logits, aux_logits)``,
-    the auxiliary heads' outputs being a list of maps at their blocks' resolution.
+    The output's type follows the decoder's mode (``model.train()`` /
+    ``model.eval()`` set it; the search's stage 1 trains the decoder alone):
+
+    * eval mode: a tensor, the main logits **at decoder resolution**, as the
+      original: that of the largest map the decoder collects (stride 4 of the
+      input for cvpr arch0 and both wacv models, 8 for cvpr arch1/arch2).
+      Upsample them to the label size outside the model.
+    * train mode: a :class:`TrainOutput` ``(logits, aux_logits)``, in both spaces.
+
+    The original returned ``(logits, aux)`` from CVPR decoders in both modes and a
+    bare tensor from WACV decoders; callers tested the type.
     """
 
     def __init__(self, genotype: Genotype, encoder: MobileNetV2Encoder, decoder: nn.Module):
@@ -33,12 +52,15 @@ class Segmenter(nn.Module):
     def space(self) -> str:
         return self.genotype.space
 
-    def forward(self, x: torch.Tensor):
-        out = self.decoder(self.encoder(x))
-        if isinstance(out, tuple):
-            logits, aux = out
-            return (logits, aux) if self.training else logits
-        return out
+    def forward(self, x: torch.Tensor) -> TrainOutput | torch.Tensor:
+        return self.decode(self.encoder(x))
+
+    def decode(self, feats: list[torch.Tensor]) -> TrainOutput | torch.Tensor:
+        """The decoder alone, on encoder features (e.g. cached ones); output as :meth:`forward`."""
+        out = self.decoder(feats)
+        # The CVPR decoder returns (logits, aux); the WACV decoder the logits alone.
+        logits, aux = out if isinstance(out, tuple) else (out, [])
+        return TrainOutput(logits, tuple(aux)) if self.decoder.training else logits
 
 
 def build_segmenter(genotype: Genotype, num_classes: int, *, agg_size: int = 64,

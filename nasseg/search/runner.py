@@ -11,6 +11,15 @@ and results written but not yet learned from are replayed into the strategy.
 With one worker the search is deterministic for a seed (same CPU, same
 result). With several, the order in which results arrive, and hence the
 controller's updates, depends on timing.
+
+Failures (see :mod:`nasseg.search.failures`): before the first architecture,
+:func:`nasseg.search.data.check_search_data` checks the data against the
+settings. An architecture's own failure is recorded and the search goes on;
+any other error stops it at once, with the history and checkpoint as they were
+after the last recorded architecture (fix the cause and rerun to resume);
+``max_consecutive_failures`` architectures failing in a row, for whatever
+reason, stop it too. The original (DrSleep/nas-segm-pytorch) records every
+failure as reward 0 and goes on.
 """
 from __future__ import annotations
 
@@ -28,10 +37,14 @@ from tqdm import tqdm
 
 from ..config import Config
 from ..genotypes import Space, genotype_from_dict
-from .proxy import EarlyStopping, ProxyConfig
+from .config import ProxyConfig, SearchDataConfig
+from .data import check_search_data
+from .early_stopping import EarlyStopping
+from .evaluator import BuildHook
+from .failures import SearchAborted, Status
 from .store import SearchStore, publish
 from .strategies import Proposal, StrategyConfig, make_strategy
-from .workers import SearchDataConfig, make_workers
+from .workers import make_workers
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +63,15 @@ class SearchConfig(Config):
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     proxy: ProxyConfig = Field(default_factory=ProxyConfig)
     top_k: int = Field(default=5, ge=1)
+    # stop after this many architectures in a row failed (oom, nan, error), counted from the
+    # start of each run; null: never
+    max_consecutive_failures: int | None = Field(default=10, ge=1)
 
     def fingerprint(self) -> str:
-        """Hash of what must not change when a search resumes (budgets and devices may)."""
+        """Hash of what must not change when a search resumes (budgets, devices and the failure limit may)."""
         d = self.model_dump(mode="json", exclude={"num_archs": True, "time_limit_s": True, "devices": True,
-                                                  "top_k": True, "data": {"loader_workers"}})
+                                                  "top_k": True, "max_consecutive_failures": True,
+                                                  "data": {"loader_workers"}})
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -143,7 +160,7 @@ def _record(p: Proposal, result: dict[str, Any], worker: str) -> dict[str, Any]:
 
 def summarise(config: SearchConfig, history: list[dict[str, Any]], elapsed: float) -> dict[str, Any]:
     """Counts, the best architectures and the throughput, for summary.json."""
-    scored = [r for r in history if r["status"] in ("ok", "early_stopped")]
+    scored = [r for r in history if Status(r["status"]).scored]
     ranked = sorted(scored, key=lambda r: (-r["reward"], r["id"]))
     return {
         "space": config.space,
@@ -160,13 +177,17 @@ def summarise(config: SearchConfig, history: list[dict[str, Any]], elapsed: floa
 
 def run_search(config: SearchConfig, data_dir: str | Path, out_dir: str | Path, *,
                state_dir: str | Path | None = None, metrics_dir: str | Path | None = None,
-               progress: bool = True) -> dict[str, Any]:
+               progress: bool = True, on_build: BuildHook | None = None) -> dict[str, Any]:
     """Run (or resume) a search; return the summary written to summary.json.
 
     The resumable state (history, controller checkpoint) lives in `state_dir`
     (default: `out_dir` itself); when the search completes, history.jsonl and
     summary.json are written to `out_dir`, metrics.json and rewards.csv to
-    `metrics_dir` (default: `out_dir`).
+    `metrics_dir` (default: `out_dir`). `on_build` is called with every candidate
+    network (see :data:`nasseg.search.evaluator.BuildHook`).
+
+    Raises :class:`SearchAborted` after ``max_consecutive_failures`` failed
+    architectures in a row; errors that are not an architecture's own propagate.
     """
     store = SearchStore(state_dir if state_dir is not None else out_dir)
     state = SearchState(config, store)
@@ -185,17 +206,32 @@ def run_search(config: SearchConfig, data_dir: str | Path, out_dir: str | Path, 
             state.learn(_proposal_from_dict(r), r)   # records carry the proposal's fields
     state.pending = [p for p in state.pending if p.id not in done]
     state.save()
+    if len(done) < config.num_archs:
+        check_search_data(data_dir, config)
+        _search(config, Path(data_dir), state, history, done, progress, on_build)
+    summary = summarise(config, history, state.elapsed())
+    metrics = {"num_evaluated": summary["num_evaluated"], "best_reward": summary["best_reward"],
+               "archs_per_hour": summary["archs_per_hour"],
+               **{f"status_{k}": v for k, v in summary["status_counts"].items()}}
+    publish(history, summary, metrics, out_dir,
+            metrics_dir if metrics_dir is not None else out_dir)
+    return summary
 
-    best = max((r["reward"] for r in history if r["status"] in ("ok", "early_stopped")), default=-math.inf)
-    bar = tqdm(total=config.num_archs, initial=min(len(done), config.num_archs), disable=not progress,
-               desc=f"search {config.space}", unit="arch", dynamic_ncols=True)
+
+def _search(config: SearchConfig, data_dir: Path, state: SearchState, history: list[dict[str, Any]],
+            done: set[int], progress: bool, on_build: BuildHook | None) -> None:
+    """Propose, train and learn until the budget is spent; append to ``history`` and ``done``."""
+    best = max((r["reward"] for r in history if Status(r["status"]).scored), default=-math.inf)
     to_run = list(state.pending)
     in_flight: dict[int, Proposal] = {}
+    failed_in_a_row: list[dict[str, Any]] = []   # counted from this run's start
 
     def budget_left() -> bool:
         return config.time_limit_s is None or state.elapsed() < config.time_limit_s
 
-    with make_workers(config, Path(data_dir)) as workers:
+    with tqdm(total=config.num_archs, initial=min(len(done), config.num_archs), disable=not progress,
+              desc=f"search {config.space}", unit="arch", dynamic_ncols=True) as bar, \
+            make_workers(config, data_dir, on_build) as workers:
         while len(done) < config.num_archs:
             while len(in_flight) < workers.capacity and budget_left():
                 if to_run:
@@ -216,22 +252,29 @@ def run_search(config: SearchConfig, data_dir: str | Path, out_dir: str | Path, 
             msg = workers.next_result()
             p = in_flight.pop(msg["id"])
             record = _record(p, msg["result"], msg["worker"])
-            store.append_record(record)
+            state.store.append_record(record)
             done.add(p.id)
             state.learn(p, record)
             state.save()
             history.append(record)
-            if record["status"] in ("ok", "early_stopped"):
+            if Status(record["status"]).scored:
                 best = max(best, record["reward"])
+                failed_in_a_row.clear()
             else:
                 log.warning("architecture %d failed (%s): %s", p.id, record["status"], record["reason"])
+                failed_in_a_row.append(record)
+                if config.max_consecutive_failures is not None \
+                        and len(failed_in_a_row) >= config.max_consecutive_failures:
+                    raise SearchAborted(_failure_streak_message(failed_in_a_row, state.store))
             bar.update(1)
             bar.set_postfix(best=f"{best:.4f}" if best > -math.inf else "-", last=record["status"])
-    bar.close()
-    summary = summarise(config, history, state.elapsed())
-    metrics = {"num_evaluated": summary["num_evaluated"], "best_reward": summary["best_reward"],
-               "archs_per_hour": summary["archs_per_hour"],
-               **{f"status_{k}": v for k, v in summary["status_counts"].items()}}
-    publish(history, summary, metrics, out_dir,
-            metrics_dir if metrics_dir is not None else out_dir)
-    return summary
+
+
+def _failure_streak_message(failed: list[dict[str, Any]], store: SearchStore) -> str:
+    counts = ", ".join(f"{n} {s}" for s, n in Counter(r["status"] for r in failed).items())
+    last = failed[-1]
+    return (f"stopping the search: the last {len(failed)} architectures all failed ({counts}; "
+            f"max_consecutive_failures is {len(failed)}); the last one, {last['id']}: {last['reason']}. "
+            f"Their reasons are in {store.history_path}. A cause common to all of them (memory, data, "
+            "settings) is likely: fix it and rerun the same command to resume, or raise "
+            "max_consecutive_failures")

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from ..io import atomic_write_bytes, atomic_write_json
+from .failures import Status
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def publish(history: list[dict[str, Any]], summary: dict[str, Any], metrics: dic
     rows = ["id,reward,best_so_far,status"]
     best = float("-inf")
     for r in sorted(history, key=lambda r: r["id"]):
-        if r["status"] in ("ok", "early_stopped"):
+        if Status(r["status"]).scored:
             best = max(best, r["reward"])
         shown = "" if best == float("-inf") else f"{best:.6f}"
         rows.append(f"{r['id']},{r['reward']:.6f},{shown},{r['status']}")

@@ -15,7 +15,7 @@ from torch import nn
 from ..genotypes import genotype_from_dict
 from ..models import PretrainedWeightsUnavailable, build_segmenter, load_imagenet_encoder
 from ..models.encoder import RETURN_STAGES, MobileNetV2Encoder
-from .proxy import DistillationConfig
+from .config import DistillationConfig
 
 
 def load_encoder_state(space: str, weights: str) -> dict[str, torch.Tensor] | None:
@@ -72,7 +72,7 @@ def load_teacher(config: DistillationConfig, num_classes: int, device: str | tor
         if model.decoder.conv_clf.out_channels != num_classes:
             raise ValueError(f"{config.path}: teacher has {model.decoder.conv_clf.out_channels} classes, "
                              f"the data {num_classes}")
-        return _QuarterResolution(model, lambda out: out[0] if isinstance(out, tuple) else out)
+        return _QuarterResolution(model, lambda out: out)   # in eval mode: the logits
     if config.teacher == "torchvision_deeplabv3":
         if num_classes != 21:
             raise ValueError("teacher torchvision_deeplabv3 predicts the 21 VOC classes; "

@@ -5,6 +5,16 @@
 worker process per device; each builds its own :class:`ProxyEvaluator`
 (data, cached features, encoder) once and then trains whatever proposal it
 is handed, while the search process keeps the controller.
+
+An architecture's own failure comes back as a result (see
+:mod:`nasseg.search.failures`). Any other error stops the search: in the
+search process it propagates as it is; a worker process reports it (type,
+message, traceback) and exits, and the search raises :class:`SearchAborted`
+with that report, killing the other workers at once (what they were training
+is re-run when the search resumes).
+
+The original (DrSleep/nas-segm-pytorch) trains one architecture at a time on
+two GPUs through ``nn.DataParallel``; here each GPU trains its own.
 """
 from __future__ import annotations
 
@@ -15,25 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import Field, PositiveFloat
 
-from ..config import Config
 from ..genotypes import genotype_from_dict
-from .proxy import EarlyStopping, ProxyData, ProxyEvaluator
+from .data import ProxyData, make_proxy_data
+from .early_stopping import EarlyStopping
+from .evaluator import BuildHook, ProxyEvaluator
+from .failures import SearchAborted
+from .teachers import load_encoder_state, load_teacher
 
 log = logging.getLogger(__name__)
-
-
-class SearchDataConfig(Config):
-    """Which prepared splits the search reads, and their transforms."""
-    train_split: str = "train"
-    val_split: str = "val"
-    meta_train_fraction: float = Field(default=0.9, gt=0, lt=1)   # used when train_split == val_split
-    resize_longer: bool = False        # resize sides (per stage) bound the longer side
-    scale_range: tuple[PositiveFloat, PositiveFloat] = (0.7, 1.4)
-    val_resize_side: int = Field(default=1024, gt=0)
-    val_crop_size: int | None = Field(default=None, gt=0)
-    loader_workers: int = Field(default=0, ge=0)
 
 
 def check_devices(devices: tuple[str, ...]) -> None:
@@ -49,16 +49,13 @@ def check_devices(devices: tuple[str, ...]) -> None:
             raise ValueError(f"devices: unsupported device {dev!r}; use cpu or cuda:N")
 
 
-def build_evaluator(config: Any, data_dir: Path, device: str) -> ProxyEvaluator:
+def build_evaluator(config: Any, data_dir: Path, device: str, on_build: BuildHook | None = None) -> ProxyEvaluator:
     """Everything a worker needs, built once: data, encoder weights, teacher."""
-    from .data import make_proxy_data
-    from .teachers import load_encoder_state, load_teacher
-
     data: ProxyData = make_proxy_data(data_dir, config)
     encoder_state = load_encoder_state(config.space, config.proxy.encoder_weights)
     teacher = load_teacher(config.proxy.distillation, data.num_classes, device)
     return ProxyEvaluator(config.space, config.proxy, data, device, seed=config.seed,
-                          encoder_state=encoder_state, teacher=teacher)
+                          encoder_state=encoder_state, teacher=teacher, on_build=on_build)
 
 
 def run_task(evaluator: ProxyEvaluator, task: dict[str, Any]) -> dict[str, Any]:
@@ -72,9 +69,9 @@ class InlineWorkers:
 
     capacity = 1
 
-    def __init__(self, config: Any, data_dir: Path):
+    def __init__(self, config: Any, data_dir: Path, on_build: BuildHook | None = None):
         self.device = config.devices[0]
-        self.evaluator = build_evaluator(config, data_dir, self.device)
+        self.evaluator = build_evaluator(config, data_dir, self.device, on_build)
         self.tasks: list[dict[str, Any]] = []
 
     def submit(self, task: dict[str, Any]) -> None:
@@ -91,40 +88,56 @@ class InlineWorkers:
         self.tasks.clear()
 
 
-def _worker_main(rank: int, device: str, config: Any, data_dir: Path, tasks: Any, results: Any) -> None:
+def _worker_main(rank: int, device: str, config: Any, data_dir: Path, on_build: BuildHook | None,
+                 tasks: Any, results: Any) -> None:
     name = f"{device}#{rank}"
     try:
         if device.startswith("cuda"):
             torch.cuda.set_device(torch.device(device))
-        evaluator = build_evaluator(config, data_dir, device)
-    except Exception:
-        results.put({"fatal": f"worker {name} could not start:\n{traceback.format_exc()}"})
+        evaluator = build_evaluator(config, data_dir, device, on_build)
+    except Exception as exc:
+        results.put({"fatal": f"worker {name} could not start: {type(exc).__name__}: {exc}\n"
+                              f"{traceback.format_exc()}"})
         return
     results.put({"ready": name})
     while True:
         task = tasks.get()
         if task is None:
             return
-        results.put({"id": task["id"], "worker": name, "result": run_task(evaluator, task)})
+        try:
+            result = run_task(evaluator, task)
+        except Exception as exc:   # not the architecture's own failure: the search must stop
+            results.put({"fatal": f"worker {name}, architecture {task['id']}: {type(exc).__name__}: {exc}\n"
+                                  f"{traceback.format_exc()}"})
+            return
+        results.put({"id": task["id"], "worker": name, "result": result})
 
 
 class ProcessWorkers:
     """One process per device, fed from a shared task queue."""
 
-    def __init__(self, config: Any, data_dir: Path):
+    def __init__(self, config: Any, data_dir: Path, on_build: BuildHook | None = None):
         ctx = torch.multiprocessing.get_context("spawn")
         self.tasks = ctx.Queue()
         self.results = ctx.Queue()
-        self.procs = [ctx.Process(target=_worker_main, args=(i, dev, config, data_dir, self.tasks, self.results),
+        self.procs = [ctx.Process(target=_worker_main,
+                                  args=(i, dev, config, data_dir, on_build, self.tasks, self.results),
                                   daemon=True, name=f"nasseg-worker-{i}")
                       for i, dev in enumerate(config.devices)]
         self.capacity = len(self.procs)
         for p in self.procs:
             p.start()
-        for _ in self.procs:
-            msg = self._get()
-            if "ready" in msg:
-                log.info("worker %s ready", msg["ready"])
+        try:
+            for _ in self.procs:
+                log.info("worker %s ready", self._get()["ready"])
+        except BaseException:   # one could not start: stop the others now
+            self._kill()
+            raise
+
+    def _kill(self) -> None:
+        for p in self.procs:
+            p.kill()
+            p.join()
 
     def _get(self) -> dict[str, Any]:
         while True:
@@ -133,11 +146,11 @@ class ProcessWorkers:
             except queue.Empty:
                 dead = [p for p in self.procs if not p.is_alive()]
                 if dead:
-                    raise RuntimeError(f"search worker {dead[0].name} died (exit code {dead[0].exitcode}); "
-                                       "see the log above; rerun the same command to resume")
+                    raise SearchAborted(f"search worker {dead[0].name} died (exit code {dead[0].exitcode}); "
+                                        "see the log above; rerun the same command to resume")
                 continue
             if "fatal" in msg:
-                raise RuntimeError(msg["fatal"])
+                raise SearchAborted(msg["fatal"])
             return msg
 
     def submit(self, task: dict[str, Any]) -> None:
@@ -149,7 +162,10 @@ class ProcessWorkers:
     def __enter__(self) -> ProcessWorkers:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: Any) -> None:
+        if exc_type is not None:   # the search stops now; work in flight is re-run on resume
+            self._kill()
+            return
         for _ in self.procs:
             self.tasks.put(None)
         for p in self.procs:
@@ -158,8 +174,9 @@ class ProcessWorkers:
                 p.kill()
 
 
-def make_workers(config: Any, data_dir: Path) -> InlineWorkers | ProcessWorkers:
+def make_workers(config: Any, data_dir: Path, on_build: BuildHook | None = None) -> InlineWorkers | ProcessWorkers:
+    """Workers for ``config.devices``; ``on_build`` is passed to every evaluator."""
     check_devices(tuple(config.devices))
     if len(config.devices) == 1:
-        return InlineWorkers(config, data_dir)
-    return ProcessWorkers(config, data_dir)
+        return InlineWorkers(config, data_dir, on_build)
+    return ProcessWorkers(config, data_dir, on_build)
