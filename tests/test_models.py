@@ -112,3 +112,60 @@ def test_aux_cell_is_cvpr_only():
         nasseg.build_segmenter(nasseg.published_genotype("wacv", "arch0"), 19, aux_cell=True)
     with pytest.raises(TypeError):
         nasseg.build_segmenter([[1]], 19)
+
+
+def calls(modules: dict[str, torch.nn.Module]) -> tuple[dict[str, int], list]:
+    """Count forward calls of each named module (returns the counts and the hook handles)."""
+    counts = dict.fromkeys(modules, 0)
+
+    def hook(name):
+        def count(*_):
+            counts[name] += 1
+        return count
+    return counts, [m.register_forward_hook(hook(n)) for n, m in modules.items()]
+
+
+@pytest.mark.parametrize("arch", ["arch0", "arch1", "arch2"])
+def test_cvpr_decoder_skips_the_adapt_convs_nothing_reads(arch):
+    genotype = nasseg.published_genotype("cvpr", arch)
+    model = nasseg.build_segmenter(genotype, 21, agg_size=16, repeats=1).eval()
+    adapts = {f"adapt{k}": getattr(model.decoder, f"adapt{k}") for k in range(1, genotype.num_pools + 1)}
+    counts, handles = calls(adapts)
+    with torch.no_grad():
+        model(torch.randn(1, 3, 64, 64))
+    for h in handles:
+        h.remove()
+    read = {i for c in genotype.connections for i in (c.input_a, c.input_b) if i < genotype.num_pools}
+    assert counts == {f"adapt{k}": int(k - 1 in read) for k in range(1, genotype.num_pools + 1)}
+    # The parameters stay (checkpoints and parameter counts are unchanged).
+    assert all(sum(p.numel() for p in m.parameters()) > 0 for m in adapts.values())
+
+
+def test_some_published_cvpr_genotype_leaves_an_encoder_output_unread():
+    """So that the test above checks a skip, not only the calls that always happen."""
+    unread = []
+    for arch in ("arch0", "arch1", "arch2"):
+        g = nasseg.published_genotype("cvpr", arch)
+        read = {i for c in g.connections for i in (c.input_a, c.input_b)}
+        unread += [i for i in range(g.num_pools) if i not in read]
+    assert unread
+
+
+def test_aux_heads_are_skipped_when_not_asked_for():
+    model = nasseg.build_segmenter(nasseg.published_genotype("cvpr", "arch0"), 21, agg_size=16,
+                                   repeats=1, aux_cell=True).train()
+    heads = {f"head{i}": h for i, h in enumerate(model.decoder.aux_clfs)}
+    x = torch.randn(2, 3, 64, 64)
+    counts, handles = calls(heads)
+    torch.manual_seed(0)
+    with_aux = model(x)
+    assert len(with_aux.aux_logits) == len(heads) and set(counts.values()) == {1}
+    torch.manual_seed(0)
+    without = model(x, aux=False)
+    for h in handles:
+        h.remove()
+    assert without.aux_logits == () and set(counts.values()) == {1}   # not called again
+    torch.testing.assert_close(without.logits, with_aux.logits)
+    # The WACV decoder takes the same argument and has no heads.
+    wacv = nasseg.build_segmenter(nasseg.published_genotype("wacv", "arch0"), 19, agg_size=16, repeats=1)
+    assert wacv.train()(x, aux=False).aux_logits == ()

@@ -133,8 +133,13 @@ class CVPRDecoder(nn.Module):
     """Decoder of the CVPR 2019 space.
 
     ``forward`` returns ``(logits, aux_logits)``; the auxiliary heads are only
-    evaluated in training mode (an empty list in eval mode). Logits are at the
-    resolution of the largest collected map (stride 4 or 8 of the input).
+    evaluated in training mode and when ``aux`` is true (an empty list otherwise,
+    e.g. when their loss weight is 0). Logits are at the resolution of the largest
+    collected map (stride 4 or 8 of the input).
+
+    Unlike the original, the 1x1 "adapt" conv of an encoder output that no block
+    reads is not computed (its parameters stay, so checkpoints and parameter
+    counts are unchanged): the original computed it and dropped the result.
     """
 
     def __init__(self, genotype: CVPRGenotypeLike, in_channels: list[int], num_classes: int,
@@ -159,16 +164,22 @@ class CVPRDecoder(nn.Module):
             self.aux_clfs.append(head)
             collect.append(genotype.num_pools + b)
         self.collect = collect
+        #: encoder outputs that some block reads (the others' adapt convs are skipped)
+        self.read_inputs = frozenset(i for conn in self.connections for i in conn
+                                     if i < genotype.num_pools)
         self.pre_clf = conv_bn_relu(agg_size * len(collect), agg_size, 1)
         self.conv_clf = conv3x3(agg_size, num_classes, bias=True)
 
-    def forward(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        pool = [getattr(self, f"adapt{k}")(f) for k, f in enumerate(feats, start=1)]
-        aux = []
+    def forward(self, feats: list[torch.Tensor], aux: bool = True,
+                ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        pool: list[torch.Tensor | None] = [
+            getattr(self, f"adapt{k}")(f) if k - 1 in self.read_inputs else None
+            for k, f in enumerate(feats, start=1)]
+        aux_logits = []
         for cell, head, (i, j) in zip(self.cells, self.aux_clfs, self.connections):
             out = cell(pool[i], pool[j])
             pool.append(out)
-            if self.training:
-                aux.append(head(out))
+            if self.training and aux:
+                aux_logits.append(head(out))
         out = F.relu(concat_collected(pool, self.collect))
-        return self.conv_clf(self.pre_clf(out)), aux
+        return self.conv_clf(self.pre_clf(out)), aux_logits

@@ -52,12 +52,14 @@ class Segmenter(nn.Module):
     def space(self) -> str:
         return self.genotype.space
 
-    def forward(self, x: torch.Tensor) -> TrainOutput | torch.Tensor:
-        return self.decode(self.encoder(x))
+    def forward(self, x: torch.Tensor, aux: bool = True) -> TrainOutput | torch.Tensor:
+        """Logits (see the class docstring); ``aux=False`` skips the auxiliary heads in
+        train mode (``aux_logits`` is then empty), e.g. when their loss weight is 0."""
+        return self.decode(self.encoder(x), aux)
 
-    def decode(self, feats: list[torch.Tensor]) -> TrainOutput | torch.Tensor:
+    def decode(self, feats: list[torch.Tensor], aux: bool = True) -> TrainOutput | torch.Tensor:
         """The decoder alone, on encoder features (e.g. cached ones); output as :meth:`forward`."""
-        out = self.decoder(feats)
+        out = self.decoder(feats, aux)
         # The CVPR decoder returns (logits, aux); the WACV decoder the logits alone.
         logits, aux = out if isinstance(out, tuple) else (out, [])
         return TrainOutput(logits, tuple(aux)) if self.decoder.training else logits

@@ -99,7 +99,8 @@ class TemplateDecoder(nn.Module):
         self.pre_clf = conv_bn_relu(sum(channels[i] for i in collect), agg_size, 1)
         self.conv_clf = conv3x3(agg_size, num_classes, bias=True)
 
-    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, feats: list[torch.Tensor], aux: bool = True) -> torch.Tensor:
+        """The logits; ``aux`` is accepted for a uniform call (this decoder has no auxiliary heads)."""
         pool = list(feats)
         for mods, (a, b, reps) in zip(self.layers, self.plan):
             x, y = pool[a], pool[b]

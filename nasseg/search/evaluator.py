@@ -244,7 +244,7 @@ class ProxyEvaluator:
             teacher = cache.s1_teacher.index_select(0, idx) if cache.s1_teacher is not None else None
             with candidate():
                 with self.compute.autocast():
-                    loss = self.loss(model.decode(feats), cache.s1_labels.index_select(0, idx), teacher)
+                    loss = self.loss(model.decode(feats, aux=self.loss.uses_aux), cache.s1_labels.index_select(0, idx), teacher)
                 self._step(loss, params, [self.config.stage1.grad_clip], [optim], f"stage 1 epoch {epoch}")
                 polyak.update()
 
@@ -262,7 +262,7 @@ class ProxyEvaluator:
                     teacher = self.s2_teacher(image)
             with candidate():
                 with self.compute.autocast():
-                    out = model(image)
+                    out = model(image, aux=self.loss.uses_aux)
                     # As the original: the labels are nearest-downsampled to the output size.
                     loss = self.loss(out, downsample_labels(labels, out.logits.shape[-2:]), teacher)
                 self._step(loss, params, [clip, clip], [enc_optim, dec_optim], f"stage 2 epoch {epoch}")

@@ -33,6 +33,11 @@ class SegmentationLoss:
         self.aux_weight = aux_weight
         self.distillation_weight = distillation_weight
 
+    @property
+    def uses_aux(self) -> bool:
+        """Whether the auxiliary heads' outputs are read (if not, the model can skip them)."""
+        return self.aux_weight > 0
+
     def __call__(self, out: TrainOutput, target: torch.Tensor,
                  teacher: torch.Tensor | None = None) -> torch.Tensor:
         size = target.shape[-2:]
