@@ -8,7 +8,8 @@ same 2-core machine (WACV space; 100 stage-1 images at 256x256, batch 16,
 cvpr arch0 are timed, interleaved, on synthetic CityScapes (train 100 images,
 val 12, 256x512). Early stopping is off so that both stages always run. As an
 in-run baseline, the same training with NCHW tensors (channels_last off) is
-timed interleaved with the default (NHWC).
+timed interleaved with the default (channels_last: auto, the format that
+nasseg.search.kernels measured to be faster on this machine).
 
     python benchmarks/search_step.py [--reps 3] [--threads 2]
 """

@@ -277,8 +277,9 @@ def test_distillation_is_stage_one_only_by_default():
 
 
 def test_amp_does_nothing_on_cpu():
-    assert Compute.create("cpu", ProxyConfig(amp=True)) == Compute.create("cpu", ProxyConfig(amp=False))
-    assert not Compute.create("cpu", ProxyConfig(amp=True)).amp
+    fmt = torch.contiguous_format
+    assert Compute.create("cpu", ProxyConfig(amp=True), fmt) == Compute.create("cpu", ProxyConfig(amp=False), fmt)
+    assert not Compute.create("cpu", ProxyConfig(amp=True), fmt).amp
     assert ProxyConfig().amp is False   # the original trains in fp32
 
 

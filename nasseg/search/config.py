@@ -109,7 +109,9 @@ class ProxyConfig(Config):
     omit_classes: tuple[NonNegativeInt, ...] = ()
     failure_reward: float = 0.0
     amp: bool = False                    # mixed precision, CUDA only (the original trains in fp32)
-    channels_last: bool = True           # NHWC activations, on CPU and CUDA
+    #: NHWC (true) or NCHW (false) activations; auto: the faster on this machine, measured
+    #: once and cached (nasseg.search.kernels)
+    channels_last: bool | Literal["auto"] = "auto"
     flops_input: tuple[PositiveInt, PositiveInt] = (512, 1024)
 
 

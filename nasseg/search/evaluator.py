@@ -54,6 +54,7 @@ from .early_stopping import EarlyStopping
 from .failures import ArchitectureFailure, NonFiniteLoss, Status, architecture_status, candidate, describe
 from .features import Compute, FeatureCache
 from .flops import estimate_flops
+from .kernels import memory_format
 from .losses import IGNORE_INDEX, SegmentationLoss
 from .polyak import Polyak
 
@@ -93,7 +94,8 @@ class ProxyEvaluator:
         self.space = space
         self.config = config
         self.data = data
-        self.compute = Compute.create(device, config)
+        self.compute = Compute.create(device, config,
+                                      memory_format(space, config, device, data.num_classes))
         self.scaler = torch.amp.GradScaler(
             "cuda", enabled=self.compute.amp and self.compute.amp_dtype == torch.float16)
         self.cache = FeatureCache(space, config, data, self.compute, seed=seed, encoder_state=encoder_state,

@@ -46,14 +46,14 @@ class Compute:
     memory_format: torch.memory_format
 
     @classmethod
-    def create(cls, device: str | torch.device, config: ProxyConfig) -> Compute:
+    def create(cls, device: str | torch.device, config: ProxyConfig,
+               memory_format: torch.memory_format) -> Compute:
+        """`memory_format`: see :func:`nasseg.search.kernels.memory_format`."""
         device = torch.device(device)
         amp = config.amp and device.type == "cuda"   # autocast is never used on CPU
         # bfloat16 needs no loss scaling; float16 (older GPUs) gets a GradScaler.
         dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
-        # channels_last pays on CPU too (oneDNN): ~1.6x per stage-1 step in benchmarks/search_step.py.
-        fmt = torch.channels_last if config.channels_last else torch.contiguous_format
-        return cls(device, amp, dtype, fmt)
+        return cls(device, amp, dtype, memory_format)
 
     @property
     def cuda(self) -> bool:

@@ -1,0 +1,131 @@
+"""Kernel options chosen by measuring on the machine at hand, and cached.
+
+Whether NHWC (``channels_last``) or NCHW activations train faster depends on the
+processor (which oneDNN kernels its vector extensions allow) and on the network:
+on a 2-core AMD EPYC with AVX2 only, NCHW beat channels_last for the CVPR decoder
+(81 s against 105 s per architecture), while on an earlier machine channels_last
+was 1.7x faster than NCHW for the WACV one. A fixed default is therefore wrong
+somewhere. With ``proxy.channels_last: auto`` (the default) :func:`memory_format`
+times a training step of the space's first published network in both formats, at
+the proxy's own stage-1 and stage-2 batch and crop sizes, interleaved, and keeps
+the faster. The answer is cached per machine (processor model and vector
+extensions, torch version, threads, device) and setting in
+``$XDG_CACHE_HOME/nasseg/kernels.json`` (default ``~/.cache``), so the one-off cost
+(seconds) is paid once; delete that file to measure again. ``true`` / ``false``
+force a format without measuring.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..io import atomic_write_json
+from ..models import build_segmenter
+from ..spaces import get_space
+from .config import ProxyConfig
+
+log = logging.getLogger(__name__)
+
+FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+#: timed repetitions of each format (after one warm-up step each), interleaved
+REPEATS = 3
+
+
+def cache_file() -> Path:
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "nasseg" / "kernels.json"
+
+
+def machine() -> dict[str, Any]:
+    """What the measurement depends on besides the network: processor, libraries, threads."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    vector = sorted(f for f in flags if f.startswith(("avx2", "avx512f", "avx512_bf16", "amx")))
+    return {"cpu": model, "vector": vector, "torch": torch.__version__,
+            "threads": torch.get_num_threads()}
+
+
+def _time_steps(steps: dict[str, Callable[[], None]]) -> dict[str, float]:
+    for step in steps.values():   # warm-up: oneDNN picks and caches its kernels here
+        step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(REPEATS):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def measure(space: str, config: ProxyConfig, device: torch.device, num_classes: int,
+            ) -> dict[str, float]:
+    """Median seconds of one stage-1 plus one stage-2 training step in each format."""
+    genotype = next(iter(get_space(space).published.values()))
+    model = build_segmenter(genotype, num_classes, agg_size=config.agg_size, repeats=config.repeats,
+                            aux_cell=config.aux_cell and get_space(space).has_aux_cell).to(device)
+    s1, s2 = config.stage1, config.stage2
+    gen = torch.Generator().manual_seed(0)
+    images1 = torch.randn(s1.batch_size, 3, s1.crop_size, s1.crop_size, generator=gen).to(device)
+    images2 = torch.randn(s2.batch_size, 3, s2.crop_size, s2.crop_size, generator=gen).to(device)
+    aux = config.aux_weight > 0
+
+    def step(fmt: torch.memory_format) -> Callable[[], None]:
+        def run() -> None:
+            model.to(memory_format=fmt).train()
+            with torch.no_grad():
+                feats = [f.contiguous(memory_format=fmt)
+                         for f in model.encoder(images1.contiguous(memory_format=fmt))]
+            out = model.decode(feats, aux)
+            (out.logits.mean() + sum(a.mean() for a in out.aux_logits)).backward()
+            out = model(images2.contiguous(memory_format=fmt), aux)
+            (out.logits.mean() + sum(a.mean() for a in out.aux_logits)).backward()
+            model.zero_grad(set_to_none=True)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+        return run
+
+    return _time_steps({name: step(fmt) for name, fmt in FORMATS.items()})
+
+
+def memory_format(space: str, config: ProxyConfig, device: str | torch.device,
+                  num_classes: int) -> torch.memory_format:
+    """The activations' memory format for proxy training (see the module docstring)."""
+    if config.channels_last != "auto":
+        return torch.channels_last if config.channels_last else torch.contiguous_format
+    device = torch.device(device)
+    key = json.dumps({**machine(), "device": device.type, "space": space, "agg_size": config.agg_size,
+                      "repeats": config.repeats, "aux_cell": config.aux_cell,
+                      "stage1": [config.stage1.batch_size, config.stage1.crop_size],
+                      "stage2": [config.stage2.batch_size, config.stage2.crop_size]}, sort_keys=True)
+    path = cache_file()
+    try:
+        cache = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if key not in cache:
+        seconds = measure(space, config, device, num_classes)
+        cache[key] = {"choice": min(seconds, key=seconds.get), "seconds": seconds}
+        try:
+            atomic_write_json(path, cache)
+        except OSError as exc:   # a read-only home: the choice holds for this run only
+            log.warning("could not cache the memory-format choice in %s (%s)", path, exc)
+        log.info("memory format for %s: %s (one training step: %s); cached in %s", space,
+                 cache[key]["choice"], ", ".join(f"{k} {v:.3f} s" for k, v in seconds.items()), path)
+    return FORMATS[cache[key]["choice"]]

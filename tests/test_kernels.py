@@ -1,0 +1,56 @@
+"""Kernel options measured on the machine at hand (nasseg.search.kernels)."""
+import json
+
+import pytest
+import torch
+
+from nasseg.search import kernels
+from nasseg.search.config import ProxyConfig, StageOneConfig, StageTwoConfig
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TINY = ProxyConfig(agg_size=8, repeats=1, stage1=StageOneConfig(batch_size=2, crop_size=32),
+                   stage2=StageTwoConfig(batch_size=2, crop_size=32))
+
+
+@pytest.fixture
+def fake_measure(monkeypatch, tmp_path):
+    """Count measurements and return fixed times: NCHW ('contiguous') is the faster."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    calls = []
+
+    def measure(space, config, device, num_classes):
+        calls.append((space, config.agg_size))
+        return {"channels_last": 2.0, "contiguous": 1.0}
+    monkeypatch.setattr(kernels, "measure", measure)
+    return calls
+
+
+@pytest.mark.parametrize("setting, expected", [(True, torch.channels_last),
+                                               (False, torch.contiguous_format)])
+def test_a_forced_format_is_not_measured(fake_measure, setting, expected):
+    config = TINY.model_copy(update={"channels_last": setting})
+    assert kernels.memory_format("wacv", config, "cpu", 19) == expected
+    assert fake_measure == []
+
+
+def test_auto_measures_once_per_machine_and_setting_and_keeps_the_faster(fake_measure, tmp_path):
+    assert TINY.channels_last == "auto"
+    assert kernels.memory_format("wacv", TINY, "cpu", 19) == torch.contiguous_format
+    assert kernels.memory_format("wacv", TINY, "cpu", 19) == torch.contiguous_format
+    assert fake_measure == [("wacv", 8)]                      # cached
+    kernels.memory_format("wacv", TINY.model_copy(update={"agg_size": 16}), "cpu", 19)
+    kernels.memory_format("cvpr", TINY, "cpu", 21)
+    assert fake_measure == [("wacv", 8), ("wacv", 16), ("cvpr", 8)]
+    cache = json.loads((tmp_path / "nasseg" / "kernels.json").read_text())
+    assert len(cache) == 3
+    (key, entry), *_ = cache.items()
+    assert entry == {"choice": "contiguous", "seconds": {"channels_last": 2.0, "contiguous": 1.0}}
+    assert json.loads(key)["cpu"] == kernels.machine()["cpu"] and "torch" in json.loads(key)
+
+
+@pytest.mark.parametrize("space", ["wacv", "cvpr"])
+def test_measure_times_both_formats(space):
+    config = TINY.model_copy(update={"aux_cell": space == "cvpr", "aux_weight": 0.15})
+    seconds = kernels.measure(space, config, torch.device("cpu"), 5)
+    assert set(seconds) == {"channels_last", "contiguous"} and min(seconds.values()) > 0
