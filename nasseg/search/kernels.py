@@ -7,7 +7,7 @@ on a 2-core AMD EPYC with AVX2 only, NCHW beat channels_last for the CVPR decode
 was 1.7x faster than NCHW for the WACV one. A fixed default is therefore wrong
 somewhere. With ``proxy.channels_last: auto`` (the default) :func:`memory_format`
 times a training step of the space's first published network in both formats, at
-the proxy's own stage-1 and stage-2 batch and crop sizes, interleaved, and keeps
+the proxy's own stage-1 and stage-2 crop sizes (two images a step), interleaved, and keeps
 the faster. The answer is cached per machine (processor model and vector
 extensions, torch version, threads, device) and setting in
 ``$XDG_CACHE_HOME/nasseg/kernels.json`` (default ``~/.cache``), so the one-off cost
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 #: timed repetitions of each format (after one warm-up step each), interleaved
 REPEATS = 3
+#: images per measured step (BatchNorm needs 2 in training mode)
+MEASURE_BATCH = 2
 
 
 def cache_file() -> Path:
@@ -82,8 +84,12 @@ def measure(space: str, config: ProxyConfig, device: torch.device, num_classes: 
                             aux_cell=config.aux_cell and get_space(space).has_aux_cell).to(device)
     s1, s2 = config.stage1, config.stage2
     gen = torch.Generator().manual_seed(0)
-    images1 = torch.randn(s1.batch_size, 3, s1.crop_size, s1.crop_size, generator=gen).to(device)
-    images2 = torch.randn(s2.batch_size, 3, s2.crop_size, s2.crop_size, generator=gen).to(device)
+    # At most MEASURE_BATCH images a step: which format is faster is a property of the
+    # kernels at these sizes, and a full batch at the papers' crops costs many seconds.
+    images1 = torch.randn(min(s1.batch_size, MEASURE_BATCH), 3, s1.crop_size, s1.crop_size,
+                          generator=gen).to(device)
+    images2 = torch.randn(min(s2.batch_size, MEASURE_BATCH), 3, s2.crop_size, s2.crop_size,
+                          generator=gen).to(device)
     aux = config.aux_weight > 0
 
     def step(fmt: torch.memory_format) -> Callable[[], None]:
