@@ -246,6 +246,16 @@ class PPOStrategy(PolicyGradientStrategy):
         self._update()
 
     def _update(self) -> None:
+        # One intra-op thread: the operators are tiny, and beside a busy second core
+        # OpenMP's synchronisation made the update 20x slower.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            self._update_on_one_thread()
+        finally:
+            torch.set_num_threads(threads)
+
+    def _update_on_one_thread(self) -> None:
         cfg = self.config
         actions = torch.tensor([b[0] for b in self.buffer])
         old_log_probs = torch.tensor([b[1] for b in self.buffer], dtype=torch.float32)
