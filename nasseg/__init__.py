@@ -4,7 +4,7 @@ The public API used by the pipeline and by users::
 
     g = nasseg.published_genotype("wacv", "arch0")       # or genotype_from_legacy / _json
     model = nasseg.build_segmenter(g, num_classes=19)    # agg_size=64, repeats=2
-    nasseg.load_original_weights(model, torch.load("authors.ckpt"))
+    nasseg.load_original_weights(model, "authors.ckpt")     # read with weights_only=True
 
 The names below are loaded on first use (PEP 562), so that importing a light
 submodule (``nasseg.io``, ``nasseg.data.classes``) does not load torch and the

@@ -16,7 +16,7 @@ stale.
 The schema carries the types, choices, bounds, required and unknown keys, and
 each preset's `space`; the rules written as validators are not in it: that
 `preset` names an existing preset (JSON Schema cannot compare a value with the
-keys of another object), ppo_minibatches <= buffer_size, tournament_size <=
+keys of another object), ppo_minibatch_size <= buffer_size, tournament_size <=
 population_size, and a checkpoint or refinenet_lw152 teacher's `path`. The
 stages enforce those when they read their section. The Snakefile validates with
 `set_default=False`: filling the models' defaults into Snakemake's `config`

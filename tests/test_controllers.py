@@ -10,6 +10,7 @@ import nasseg
 from nasseg.genotypes import AGG_OPS, CVPR_OPS, WACV_OPS, GenotypeError
 from nasseg.search import (LSTMController, action_length, action_ranges, action_to_genotype, decisions,
                            genotype_to_action, make_controller, random_action)
+from nasseg.search.policy_kernel import PolicyKernel
 from nasseg.spaces import get_space
 
 SPACES = ("cvpr", "wacv")
@@ -193,3 +194,42 @@ def test_evaluate_rejects_actions_outside_the_controllers_ranges():
         c.evaluate(torch.tensor([arch1]))
     with pytest.raises(ValueError, match=r"\[B, 20\]"):
         c.evaluate(torch.zeros(2, 19, dtype=torch.long))
+
+
+# -- the written-out passes of the default-feedback controller (PPO's per-sample steps) ----
+
+@pytest.mark.parametrize("space,hidden,layers", [("wacv", 100, 2), ("cvpr", 100, 2), ("cvpr", 24, 1),
+                                                 ("wacv", 16, 3)])
+def test_policy_kernel_equals_autograd(space, hidden, layers):
+    """Log-probabilities, entropy and the gradient of sum_j w_j log p(a_j) + 0.3 H."""
+    c = _controller(space, hidden_size=hidden, num_layers=layers)
+    rng = random.Random(7)
+    actions = torch.tensor([random_action(space, rng) for _ in range(4)])
+    weights = torch.tensor([0.7, -1.3, 0.0, 2.1])
+    kernel = PolicyKernel(c)
+    kernel.forward()
+    chosen = kernel.chosen(actions)
+    log_probs, entropy = c.evaluate(actions)
+    torch.testing.assert_close(kernel.log_probs(chosen), log_probs.detach(), rtol=0, atol=2e-5)
+    assert kernel.entropy == pytest.approx(float(entropy[0].detach()), abs=1e-4)
+    ((weights * log_probs).sum() + 0.3 * entropy[0]).backward()
+    expected = {n: p.grad.clone() for n, p in c.named_parameters()}
+    assert all(g.abs().max() > 0 for g in expected.values())
+    c.zero_grad(set_to_none=True)
+    kernel.backward(weights, chosen, 0.3)
+    for n, p in c.named_parameters():
+        torch.testing.assert_close(p.grad, expected[n], rtol=1e-4, atol=1e-6, msg=n)
+    # Clipping the kernel's flat gradient buffer = torch's clip_grad_norm_.
+    reference = [torch.nn.Parameter(torch.zeros_like(p)) for p in c.parameters()]
+    for r, p in zip(reference, c.parameters()):
+        r.grad = p.grad.clone()
+    ref_total = torch.nn.utils.clip_grad_norm_(reference, 0.5)
+    total = kernel.clip_grad_norm_(0.5)
+    assert float(total) == pytest.approx(float(ref_total), rel=1e-5) and float(total) > 0.5
+    for p, r in zip(c.parameters(), reference):
+        torch.testing.assert_close(p.grad, r.grad, rtol=1e-5, atol=1e-8)
+
+
+def test_policy_kernel_needs_the_default_feedback():
+    with pytest.raises(ValueError, match="action_embedding: false"):
+        PolicyKernel(_controller("cvpr", action_embedding=True))

@@ -17,8 +17,10 @@ from torch import nn
 
 from nasseg.data import prepare_dataset, synthesize_dataset
 from nasseg.models import Segmenter
+from nasseg.search import make_strategy
 from nasseg.search.failures import SearchAborted
 from nasseg.search.runner import run_search
+from nasseg.serialization import safe_load
 from stages.search import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,12 +81,24 @@ def test_search_evaluates_budget_and_writes_history(cityscapes, tmp_path):
         assert 0.0 <= r["reward"] <= 1.0 and r["reward"] == r["metrics"]["reward"]
         assert r["params"] > 0 and r["flops"] > 0 and r["worker"] == "cpu"
         assert r["timings"]["total_s"] > 0 and r["validations"][0][0] == "s1e0"
-    # The controller learned after every result (PPO updates once per observation).
+    # Each proposal was made after the results before it had been learned from.
     assert [r["controller_step"] for r in records] == [0, 1, 2, 3]
     assert summary["num_evaluated"] == 4 and summary["best_reward"] == max(r["reward"] for r in records)
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["top"][0]["reward"] == summary["best_reward"]
-    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    ckpt = safe_load(tmp_path / "run" / "checkpoint.pt", "search checkpoint")   # plain data only
     assert ckpt["observed"] == [0, 1, 2, 3] and ckpt["pending"] == []
+    # The controller learned from the rewards: compared with the initial controller, the
+    # worst-rewarded architecture became less likely, and the best one more likely relative
+    # to it (log p(best) - log p(worst) rose).
+    initial = make_strategy(config.strategy, config.space, config.seed)
+    trained = make_strategy(config.strategy, config.space, config.seed)
+    trained.load_state_dict(ckpt["strategy"])
+    ranked = sorted(records, key=lambda r: r["reward"])
+    with torch.no_grad():
+        change = {name: float(trained.controller.evaluate(a)[0] - initial.controller.evaluate(a)[0])
+                  for name, a in (("worst", torch.tensor([ranked[0]["action"]])),
+                                  ("best", torch.tensor([ranked[-1]["action"]])))}
+    assert change["worst"] < -0.01 and change["best"] - change["worst"] > 0.01, change
     # Raising the budget and running again extends the same search.
     config = load_config(tmp_path / "p.yaml", "wacv", ["num_archs=5"])
     run_search(config, cityscapes, tmp_path / "run", progress=False)

@@ -60,7 +60,7 @@ class ToyDecoder(nn.Module):
         self.op = OPS[genotype.op](in_channels[genotype.source], genotype.width, 1, 1)
         self.clf = nn.Conv2d(genotype.width, num_classes, 1)
 
-    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, feats: list[torch.Tensor], aux: bool = True) -> torch.Tensor:
         return self.clf(self.op(feats[self.source]))
 
 

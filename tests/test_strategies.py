@@ -72,9 +72,9 @@ def roundtrip(state: dict) -> dict:
 
 def test_config_defaults_are_the_spec():
     c = StrategyConfig()
-    assert (c.name, c.lr, c.ppo_clip, c.buffer_size, c.entropy_coef, c.grad_clip,
+    assert (c.name, c.lr, c.ppo_clip, c.buffer_size, c.ppo_minibatch_size, c.entropy_coef, c.grad_clip,
             c.baseline_decay, c.lstm_hidden, c.lstm_layers, c.action_embedding) == \
-        ("ppo", 1e-4, 0.1, 100, 0.0, 2.0, 0.95, 100, 2, False)
+        ("ppo", 1e-4, 0.1, 100, 1, 0.0, 2.0, 0.95, 100, 2, False)
 
 
 @pytest.mark.parametrize("bad,match", [
@@ -83,7 +83,7 @@ def test_config_defaults_are_the_spec():
     ({"lr": 0.0}, r"lr\n.*greater than 0"),
     ({"baseline_decay": 1.0}, r"baseline_decay\n.*less than 1"),
     ({"ppo_advantage": "gae"}, r"ppo_advantage\n.*'current' or 'stored'"),
-    ({"ppo_minibatches": 101}, r"ppo_minibatches must be in \[1, buffer_size=100\], got 101"),
+    ({"ppo_minibatch_size": 101}, r"ppo_minibatch_size must be in \[1, buffer_size=100\], got 101"),
 ])
 def test_config_validation(bad, match):
     with pytest.raises(ValidationError, match=match):
@@ -160,7 +160,8 @@ def test_state_of_another_strategy_is_refused():
 # -- exact resume -------------------------------------------------------------------
 
 RESUME_CASES = [
-    ("ppo", {}), ("ppo", {"action_embedding": True, "buffer_size": 6, "ppo_minibatches": 2}),
+    ("ppo", {}), ("ppo", {"ppo_minibatch_size": 100}),
+    ("ppo", {"action_embedding": True, "buffer_size": 6, "ppo_minibatch_size": 3}),
     ("reinforce", {}), ("random", {}), ("evolution", {"population_size": 6, "tournament_size": 3}),
 ]
 
@@ -228,6 +229,58 @@ def test_one_positive_advantage_step_raises_that_log_prob(name):
     assert after > before
 
 
+def adam_steps(strategy) -> int:
+    """Adam steps the strategy's optimiser has taken (all parameters step together)."""
+    return int(strategy.optimizer.state[strategy.controller.start]["step"])
+
+
+def reference_observe(s, proposal: Proposal, reward: float, minibatch: int) -> None:
+    """What ``observe`` must do, written out as the original's PPO.update does it:
+    the baseline first, then the buffer walked in a shuffled order, ``minibatch``
+    architectures per Adam step, each scored by autograd through the controller."""
+    cfg = s.config
+    s._update_baseline(reward)
+    s.buffer.append((proposal.action, proposal.log_prob, reward, 0.0))
+    del s.buffer[:-cfg.buffer_size]
+    order = list(range(len(s.buffer)))
+    if minibatch < len(order):
+        s.rng.shuffle(order)
+    for first in range(0, len(order), minibatch):
+        batch = [s.buffer[i] for i in order[first:first + minibatch]]
+        log_probs, entropy = s.controller.evaluate(torch.tensor([b[0] for b in batch]))
+        ratio = torch.exp(log_probs - torch.tensor([b[1] for b in batch]))
+        adv = torch.tensor([b[2] - s.baseline for b in batch])
+        surrogate = torch.min(ratio * adv, torch.clamp(ratio, 1 - cfg.ppo_clip, 1 + cfg.ppo_clip) * adv)
+        s.optimizer.zero_grad()
+        (-surrogate.mean() - cfg.entropy_coef * entropy.mean()).backward()
+        torch.nn.utils.clip_grad_norm_(s.controller.parameters(), cfg.grad_clip)
+        s.optimizer.step()
+
+
+@pytest.mark.parametrize("space", SPACES)
+@pytest.mark.parametrize("minibatch,entropy_coef", [(1, 0.0), (1, 0.01), (5, 0.0), (12, 0.01)])
+def test_ppo_update_is_the_per_minibatch_loop(space, minibatch, entropy_coef):
+    """observe() = one Adam step per minibatch of the shuffled buffer (by default one per
+    architecture, as the original), against the loop written out with autograd."""
+    cfg = StrategyConfig(lr=1e-3, buffer_size=12, ppo_minibatch_size=minibatch, entropy_coef=entropy_coef)
+    fast, ref = make_strategy(cfg, space, 6), make_strategy(cfg, space, 6)
+    reward = matching_reward(space, 6)
+    for s in (fast, ref):
+        run(s, reward, 11)                  # the buffer holds 11, the policy has moved
+    p, q = fast.propose(), ref.propose()
+    assert p == q
+    before = [t.detach().clone() for t in fast.controller.parameters()]
+    steps = adam_steps(fast)
+    fast.observe(p, 0.9)
+    reference_observe(ref, q, 0.9, minibatch)
+    assert adam_steps(fast) - steps == adam_steps(ref) - steps == -(-12 // minibatch)
+    moved = max(float((a.detach() - b).abs().max()) for a, b in zip(fast.controller.parameters(), before))
+    assert moved > 5e-4
+    for (name, a), b in zip(fast.controller.named_parameters(), ref.controller.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5, msg=name)
+    assert fast.baseline == ref.baseline
+
+
 def test_ppo_buffer_holds_only_observed_architectures():
     s = make_strategy(StrategyConfig(buffer_size=5), "wacv", 0)
     props = run(s, matching_reward("wacv", 0), 3)
@@ -275,23 +328,41 @@ def test_mutation_changes_exactly_one_free_decision(space):
 
 # -- the toy search problem ------------------------------------------------------------
 
-def test_toy_problem_learners_beat_random_search():
+def test_toy_problem_evolution_beats_random_search():
     """Best reward after N evaluations, averaged over seeds, on a known reward.
-
-    PPO uses lr 3e-3 here instead of the spec's 1e-4: with 1e-4 the policy hardly
-    moves within 150 evaluations (the real search runs thousands). Evolution uses
-    its defaults (population 20, tournaments of 5).
-    """
+    Evolution uses its defaults (population 20, tournaments of 5)."""
     n, seeds = 150, range(4)
 
-    def best(name: str, **kw) -> float:
+    def best(name: str) -> float:
         out = []
         for seed in seeds:
             reward = matching_reward("cvpr", seed)
-            s = make_strategy(StrategyConfig(name=name, **kw), "cvpr", seed)
+            s = make_strategy(StrategyConfig(name=name), "cvpr", seed)
             out.append(max(reward(p.action) for p in run(s, reward, n)))
         return sum(out) / len(out)
 
-    rand, evo, ppo = best("random"), best("evolution"), best("ppo", lr=3e-3)
+    rand, evo = best("random"), best("evolution")
     assert evo > rand + 0.05, (rand, evo)
-    assert ppo > rand + 0.05, (rand, ppo)
+
+
+@pytest.mark.slow
+def test_toy_problem_ppo_learns_at_the_papers_learning_rate():
+    """PPO exactly as specified -- lr 1e-4, a buffer of 100, one Adam step per buffered
+    architecture at every update -- on the toy reward, 80 evaluations per seed: the
+    rewarded architecture (the hidden target) becomes e^3 times more likely on
+    average and more likely for every seed, and the last proposals score better than
+    the first ones and than random search's."""
+    n, seeds = 80, (0, 1)
+    gains, first, last, random_mean = [], 0.0, 0.0, 0.0
+    for seed in seeds:
+        reward = matching_reward("cvpr", seed)
+        s = make_strategy(StrategyConfig(), "cvpr", seed)
+        before = log_prob_of(s, reward.target)
+        rewards = [reward(p.action) for p in run(s, reward, n)]
+        gains.append(log_prob_of(s, reward.target) - before)
+        first += sum(rewards[:20]) / (20 * len(seeds))
+        last += sum(rewards[-20:]) / (20 * len(seeds))
+        rand = make_strategy(StrategyConfig(name="random"), "cvpr", seed)
+        random_mean += sum(reward(p.action) for p in run(rand, reward, n)) / (n * len(seeds))
+    assert min(gains) > 0 and sum(gains) / len(gains) > 3.0, gains
+    assert last > first + 0.05 and last > random_mean + 0.04, (first, last, random_mean)

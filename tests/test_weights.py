@@ -3,6 +3,7 @@ import json
 import urllib.error
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -137,3 +138,101 @@ def test_imagenet_weights_offline_fail_clearly(monkeypatch, tmp_path):
         nasseg.load_imagenet_encoder(MobileNetV2Encoder((1, 2)))
     with pytest.raises(nasseg.PretrainedWeightsUnavailable, match="not found"):
         nasseg.load_imagenet_encoder(MobileNetV2Encoder((1, 2)), tmp_path / "missing.pth")
+
+
+# -- the authors' search encoder: mbv2_voc_rflw.ckpt (proxy.encoder_weights: FILE) ----------
+
+def rflw_state_dict(num_classes: int = 21) -> dict[str, torch.Tensor]:
+    """A state dict laid out as the authors' mbv2_voc_rflw.ckpt, built from the MobileNet-v2
+    stage table alone: layer1 = the stem (conv 3->32, BN), layer2..layer8 = the stages, each
+    block's conv.{0,1,3,4,6,7} = expand conv, BN, depthwise conv, BN, project conv, BN; then
+    the Light-Weight RefineNet decoder. Random values, every tensor distinct."""
+    g = torch.Generator().manual_seed(3)
+    state: dict[str, torch.Tensor] = {}
+
+    def conv(key: str, shape: tuple[int, ...]) -> None:
+        state[key] = torch.randn(shape, generator=g)
+
+    def bn(key: str, c: int) -> None:
+        for name in ("weight", "bias", "running_mean"):
+            state[f"{key}.{name}"] = torch.randn(c, generator=g)
+        state[f"{key}.running_var"] = torch.rand(c, generator=g) + 0.5
+        state[f"{key}.num_batches_tracked"] = torch.tensor(1000)
+
+    conv("layer1.0.weight", (32, 3, 3, 3))
+    bn("layer1.1", 32)
+    c_in = 32
+    for stage, (t, c, n, _s) in enumerate([(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+                                           (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]):
+        for block in range(n):
+            cin = c_in if block == 0 else c
+            hidden, key = cin * t, f"layer{stage + 2}.{block}.conv"
+            conv(f"{key}.0.weight", (hidden, cin, 1, 1))
+            bn(f"{key}.1", hidden)
+            conv(f"{key}.3.weight", (hidden, 1, 3, 3))
+            bn(f"{key}.4", hidden)
+            conv(f"{key}.6.weight", (c, hidden, 1, 1))
+            bn(f"{key}.7", c)
+        c_in = c
+    for k, c in zip(range(8, 2, -1), (320, 160, 96, 64, 32, 24)):
+        conv(f"conv{k}.weight", (256, c, 1, 1))
+    for crp in range(1, 5):
+        for i in range(1, 5):
+            conv(f"crp{crp}.0.{i}_outvar_dimred.weight", (256, 256, 1, 1))
+    for k in (2, 3, 4):
+        conv(f"conv_adapt{k}.weight", (256, 256, 1, 1))
+    conv("segm.weight", (num_classes, 256, 3, 3))
+    conv("segm.bias", (num_classes,))
+    return state
+
+
+@pytest.mark.parametrize("space,last_layer", [("cvpr", 8), ("wacv", 4)])
+def test_rflw_file_initialises_the_search_encoder(space, last_layer, tmp_path):
+    from nasseg.search.teachers import load_encoder_state
+    state = rflw_state_dict()
+    torch.save(state, tmp_path / "mbv2_voc_rflw.ckpt")
+    loaded = load_encoder_state(space, str(tmp_path / "mbv2_voc_rflw.ckpt"))
+    used = {k for k in state if int(k.split(".")[0][len("layer"):] if k.startswith("layer") else 99) <= last_layer}
+    assert set(loaded) == used                     # the decoder and deeper stages are ignored
+    for k, v in loaded.items():
+        assert torch.equal(v, state[k]), k
+    # The same file wrapped by a training script (module. prefix, numpy best_val) loads too.
+    wrapped = {"state_dict": {f"module.{k}": v for k, v in state.items()}, "best_val": np.float64(0.7)}
+    torch.save(wrapped, tmp_path / "wrapped.ckpt")
+    again = load_encoder_state(space, str(tmp_path / "wrapped.ckpt"))
+    assert all(torch.equal(again[k], loaded[k]) for k in loaded)
+
+
+def test_rflw_file_errors_name_the_file_and_keys(tmp_path):
+    from nasseg.search.teachers import load_encoder_state
+    state = rflw_state_dict()
+    del state["layer4.1.conv.3.weight"]
+    state["layer2.0.conv.6.weight"] = torch.zeros(16, 32, 3, 3)
+    torch.save(state, tmp_path / "bad.ckpt")
+    with pytest.raises(nasseg.WeightsError) as err:
+        load_encoder_state("wacv", str(tmp_path / "bad.ckpt"))
+    msg = str(err.value)
+    assert msg.startswith(f"{tmp_path / 'bad.ckpt'} does not hold a MobileNet-v2 encoder")
+    assert "missing from the checkpoint (1):\n    layer4.1.conv.3.weight" in msg
+    assert "shape mismatch (1):\n    layer2.0.conv.6.weight: checkpoint (16, 32, 3, 3) vs model (16, 32, 1, 1)" in msg
+    # Light-Weight RefineNet's own MBv2 names its blocks <k>.output.<i>.<j>: said so.
+    renamed = {k.replace(".conv.0.", ".output.0.0."): v for k, v in rflw_state_dict().items()}
+    torch.save(renamed, tmp_path / "lw.ckpt")
+    with pytest.raises(nasseg.WeightsError, match=r"(?s)named <k>.output.<i>.<j>.*layer2.0.conv.0.weight"):
+        load_encoder_state("wacv", str(tmp_path / "lw.ckpt"))
+    with pytest.raises(nasseg.PretrainedWeightsUnavailable, match="missing.ckpt: encoder weights file not found"):
+        load_encoder_state("wacv", str(tmp_path / "missing.ckpt"))
+
+
+def test_encoder_file_in_torchvision_or_own_layout(tmp_path):
+    """What proxy.encoder_weights: FILE read before: torchvision's layout; and the encoder's own."""
+    from nasseg.search.teachers import load_encoder_state
+    torch.save(_randomised_torchvision_mobilenet().state_dict(), tmp_path / "tv.pth")
+    expected = MobileNetV2Encoder((1, 2))
+    nasseg.load_imagenet_encoder(expected, tmp_path / "tv.pth")
+    loaded = load_encoder_state("wacv", str(tmp_path / "tv.pth"))
+    assert loaded.keys() == expected.state_dict().keys()
+    assert all(torch.equal(v, expected.state_dict()[k]) for k, v in loaded.items())
+    torch.save(expected.state_dict(), tmp_path / "own.pt")
+    own = load_encoder_state("wacv", str(tmp_path / "own.pt"))
+    assert all(torch.equal(v, loaded[k]) for k, v in own.items())

@@ -16,7 +16,6 @@ feeds. Output: logits at 1/4 of the input resolution (the ``layer1`` grid).
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..serialization import safe_load
 from .weights import WeightsError, check_state_dict, strip_module_prefix, unwrap_state_dict
 
 _WEIGHTS_HINT = (
@@ -171,11 +171,7 @@ def load_refinenet_weights(model: RefineNetLW, path_or_state_dict: str | os.Path
         if not path.is_file():
             raise FileNotFoundError(f"{path}: RefineNet-LW weights not found. {_WEIGHTS_HINT}.")
         where = str(path)
-        try:
-            source = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            # A training checkpoint with non-tensor extras; the user chose this file.
-            source = torch.load(path, map_location="cpu", weights_only=False)
+        source = safe_load(path, "RefineNet-LW weights file")
     if not isinstance(source, Mapping):
         raise WeightsError(f"{where}: expected a state dict, got {type(source).__name__}")
     mapped = strip_module_prefix(unwrap_state_dict(source))

@@ -99,7 +99,7 @@ class ProxyConfig(Config):
     repeats: int = Field(default=1, gt=0)
     aux_cell: bool = True
     aux_weight: float = Field(default=0.15, ge=0)
-    encoder_weights: str = "imagenet"   # imagenet | none | path to a MobileNet-v2 file
+    encoder_weights: str = "imagenet"   # imagenet | none | a file (models.weights.load_encoder_file)
     stage1: StageOneConfig = Field(default_factory=StageOneConfig)
     stage2: StageTwoConfig = Field(default_factory=StageTwoConfig)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)

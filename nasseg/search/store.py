@@ -12,6 +12,9 @@ stage's declared outputs.
 * ``checkpoint.pt``: the controller/strategy state, the early-stopping state,
   the proposals in flight and the ids already fed back to the strategy;
   replaced atomically (temp file + rename) after every proposal and update.
+  Plain data only (tensors, numbers, strings, lists, tuples, dicts), read back with
+  :func:`nasseg.serialization.safe_load`: a state folder shared through a DVC
+  remote is as foreign as any download, and unpickling it must not run code.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from typing import Any
 import torch
 
 from ..io import atomic_write_bytes, atomic_write_json
+from ..serialization import safe_load
 from .failures import Status
 
 log = logging.getLogger(__name__)
@@ -81,7 +85,7 @@ class SearchStore:
     def load_checkpoint(self) -> dict[str, Any] | None:
         if not self.checkpoint_path.exists():
             return None
-        return torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+        return safe_load(self.checkpoint_path, "search checkpoint")
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         buf = io.BytesIO()

@@ -6,11 +6,20 @@ order. Every strategy is deterministic for a seed and for a given sequence of
 ``propose``/``observe`` calls, and ``state_dict`` captures everything (RNG states
 included), so a resumed search continues exactly as if it had never stopped.
 
-Facts from the original agent (DrSleep/nas-segm-pytorch, ``rl/gradient_estimators.py``)
-kept here: the baseline starts at the first reward and is updated with each new
-reward *before* the advantage is computed; PPO recomputes the advantage of every
-buffered architecture against the current baseline at each update. Not kept:
-its zero-initialised PPO buffer and its REINFORCE path that could not run.
+Facts from the original agent (DrSleep/nas-segm-pytorch, ``src/rl/gradient_estimators.py``,
+``src/helpers/storage.py``, ``src/rl/agent.py``, ``src/main_search.py``) kept here: the
+controller is updated after every reward; the baseline starts at the first reward
+and is updated with each new reward *before* the advantage is computed; PPO
+recomputes the advantage of every buffered architecture against the current
+baseline at each update, then walks the buffer of 100 in a random order
+(``BatchSampler(SubsetRandomSampler(range(100)), 1)``: 100 minibatches of one)
+taking one Adam step per minibatch on ``-min(r A, clip(r, 1 - 0.1, 1 + 0.1) A)``
+(the entropy term has coefficient 0), with the gradient norm clipped at 2 before
+each step; one pass (``ppo_epoch=1``). Not kept: its zero-initialised PPO buffer
+(until 100 architectures have arrived it also steps on all-zero "architectures"
+with reward 0), its shuffles drawn from torch's global RNG (here the strategy's
+own seeded stream), and its REINFORCE path that could not run.
+``ppo_minibatch_size: buffer_size`` is this project's one-step variant.
 """
 from __future__ import annotations
 
@@ -27,6 +36,7 @@ from ..config import Config
 from ..spaces import Space, get_space
 from ..spaces.base import Genotype
 from .controllers import make_controller
+from .policy_kernel import PolicyKernel
 
 __all__ = ["StrategyConfig", "Proposal", "SearchStrategy", "PolicyGradientStrategy", "PPOStrategy",
            "ReinforceStrategy", "RandomStrategy", "EvolutionStrategy", "make_strategy", "STRATEGIES"]
@@ -43,9 +53,11 @@ class StrategyConfig(Config):
     ppo_clip: float = Field(default=0.1, gt=0, lt=1)
     # PPO trains on the last this-many observed architectures
     buffer_size: int = Field(default=100, ge=1)
-    # Adam steps per update over a shuffled buffer (at most buffer_size); 1 = the whole buffer
-    # in one batched pass. (The original split its 100 samples into 100 minibatches of one.)
-    ppo_minibatches: int = Field(default=1, ge=1)
+    # Architectures per Adam step when an update walks the shuffled buffer (at most
+    # buffer_size). 1, the original: one step per buffered architecture, 100 per update.
+    # buffer_size: one step on the whole buffer's mean loss, which moves the policy about
+    # buffer_size times less per update at the same lr.
+    ppo_minibatch_size: int = Field(default=1, ge=1)
     # current: reward - baseline now, recomputed at every update (the original); stored: fixed
     # when the reward arrived
     ppo_advantage: Literal["current", "stored"] = "current"
@@ -66,9 +78,9 @@ class StrategyConfig(Config):
 
     @model_validator(mode="after")
     def _sizes_fit(self) -> StrategyConfig:
-        if self.ppo_minibatches > self.buffer_size:
-            raise ValueError(f"ppo_minibatches must be in [1, buffer_size={self.buffer_size}], "
-                             f"got {self.ppo_minibatches}")
+        if self.ppo_minibatch_size > self.buffer_size:
+            raise ValueError(f"ppo_minibatch_size must be in [1, buffer_size={self.buffer_size}], "
+                             f"got {self.ppo_minibatch_size}")
         if self.tournament_size > self.population_size:
             raise ValueError(f"tournament_size must be in [1, population_size={self.population_size}], "
                              f"got {self.tournament_size}")
@@ -165,7 +177,8 @@ class PolicyGradientStrategy(SearchStrategy):
         self.generator = torch.Generator().manual_seed(seed)
         self.controller = make_controller(space, config.lstm_hidden, config.lstm_layers,
                                           config.action_embedding, self.generator)
-        self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=config.lr)
+        # fused: one kernel over all parameters, the bulk of a per-sample PPO step otherwise.
+        self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=config.lr, fused=True)
         self.rng = random.Random(seed)  # minibatch shuffles
         self.baseline: float | None = None
 
@@ -186,7 +199,11 @@ class PolicyGradientStrategy(SearchStrategy):
     def _step(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_(self.controller.parameters(), self.config.grad_clip)
+        self._apply_gradients()
+
+    def _apply_gradients(self) -> None:
+        """Clip the gradient's norm (as the original, at ``grad_clip``) and take one Adam step."""
+        nn.utils.clip_grad_norm_(self.controller.parameters(), self.config.grad_clip, foreach=True)
         self.optimizer.step()
 
     def state_dict(self) -> dict[str, Any]:
@@ -206,8 +223,12 @@ class PolicyGradientStrategy(SearchStrategy):
 class PPOStrategy(PolicyGradientStrategy):
     """Clipped-surrogate updates over a buffer of the last ``buffer_size`` observations.
 
-    One update per observed reward, one pass over the buffer; with the default
-    single minibatch the whole buffer is scored by one batched ``evaluate``.
+    One update per observed reward, as the original: the buffer is shuffled and
+    walked in minibatches of ``ppo_minibatch_size`` architectures (default 1, as
+    the original), one Adam step each. With the default feedback a step is one
+    :class:`PolicyKernel` pass over the decision sequence, whatever the
+    minibatch's size; with ``action_embedding`` the minibatch is scored by
+    autograd through a teacher-forced batch.
     """
     name = "ppo"
 
@@ -215,6 +236,7 @@ class PPOStrategy(PolicyGradientStrategy):
         super().__init__(config, space, seed)
         # Newest last; each entry: (action, old log_prob, reward, advantage when observed).
         self.buffer: list[tuple[tuple[int, ...], float, float, float]] = []
+        self.kernel = None if config.action_embedding else PolicyKernel(self.controller)
 
     def _observe(self, action: tuple[int, ...], log_prob: float | None, reward: float) -> None:
         assert log_prob is not None
@@ -224,6 +246,16 @@ class PPOStrategy(PolicyGradientStrategy):
         self._update()
 
     def _update(self) -> None:
+        # One intra-op thread: the operators are tiny, and beside a busy second core
+        # OpenMP's synchronisation made the update 20x slower.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            self._update_on_one_thread()
+        finally:
+            torch.set_num_threads(threads)
+
+    def _update_on_one_thread(self) -> None:
         cfg = self.config
         actions = torch.tensor([b[0] for b in self.buffer])
         old_log_probs = torch.tensor([b[1] for b in self.buffer], dtype=torch.float32)
@@ -232,16 +264,43 @@ class PPOStrategy(PolicyGradientStrategy):
         else:
             advantages = torch.tensor([b[3] for b in self.buffer], dtype=torch.float32)
         order = list(range(len(self.buffer)))
-        if cfg.ppo_minibatches > 1:
+        size = cfg.ppo_minibatch_size
+        if size < len(order):
             self.rng.shuffle(order)
-        chunks = min(cfg.ppo_minibatches, len(order))
-        for k in range(chunks):
-            idx = torch.tensor(order[k * len(order) // chunks:(k + 1) * len(order) // chunks])
+        chosen = None if self.kernel is None else self.kernel.chosen(actions)
+        for first in range(0, len(order), size):
+            idx = torch.tensor(order[first:first + size])
+            if chosen is not None:
+                self._kernel_step(chosen[idx], old_log_probs[idx], advantages[idx])
+                continue
             log_probs, entropy = self.controller.evaluate(actions[idx])
             ratio = torch.exp(log_probs - old_log_probs[idx])
             adv = advantages[idx]
             surrogate = torch.min(ratio * adv, ratio.clamp(1 - cfg.ppo_clip, 1 + cfg.ppo_clip) * adv)
             self._step(-surrogate.mean() - cfg.entropy_coef * entropy.mean())
+
+    def _kernel_step(self, chosen: torch.Tensor, old_log_probs: torch.Tensor,
+                     advantages: torch.Tensor) -> None:
+        """One Adam step on a minibatch's loss -mean(min(r A, clip(r) A)) - entropy_coef * H.
+
+        The derivative by hand, as autograd takes it: d loss / d log p_j =
+        -s_j r_j A_j / m, where s_j is the share of the gradient that torch.min and
+        clamp pass through the unclipped term: 1 where r A is the smaller term, 0
+        where the clipped one is, and at a tie (always, inside the clip range) one
+        half from each term, the clipped one passing it only inside the range.
+        """
+        assert self.kernel is not None
+        eps = self.config.ppo_clip
+        self.kernel.forward()
+        ratio = torch.exp(self.kernel.log_probs(chosen) - old_log_probs)
+        unclipped = ratio * advantages
+        clipped = ratio.clamp(1 - eps, 1 + eps) * advantages
+        inside = ((ratio >= 1 - eps) & (ratio <= 1 + eps)).to(ratio.dtype)
+        share = torch.where(unclipped < clipped, 1.0,
+                            torch.where(unclipped == clipped, 0.5 + 0.5 * inside, 0.0))
+        self.kernel.backward(-share * unclipped / len(chosen), chosen, -self.config.entropy_coef)
+        self.kernel.clip_grad_norm_(self.config.grad_clip)
+        self.optimizer.step()
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(),

@@ -14,16 +14,28 @@ from torch import nn
 
 from ..genotypes import genotype_from_dict
 from ..models import PretrainedWeightsUnavailable, build_segmenter, load_imagenet_encoder
-from ..models.encoder import RETURN_STAGES, MobileNetV2Encoder
+from ..models.encoder import MobileNetV2Encoder
+from ..models.weights import load_encoder_file
+from ..serialization import safe_load
+from ..spaces import get_space
 from .config import DistillationConfig
 
 
 def load_encoder_state(space: str, weights: str) -> dict[str, torch.Tensor] | None:
-    """``imagenet`` (torchvision's weights), ``none`` (random init) or a file path."""
+    """The search encoder's initial state (``proxy.encoder_weights``).
+
+    ``imagenet``: torchvision's ImageNet MobileNet-v2; ``none``: random init (None);
+    anything else is a file: the authors' ``mbv2_voc_rflw.ckpt`` (what their search
+    starts both spaces from), this encoder's own state dict, or torchvision's layout
+    (:func:`nasseg.models.weights.load_encoder_file`).
+    """
     if weights == "none":
         return None
-    encoder = MobileNetV2Encoder(RETURN_STAGES[space])
-    load_imagenet_encoder(encoder, None if weights == "imagenet" else Path(weights))
+    encoder = MobileNetV2Encoder(get_space(space).encoder_stages)
+    if weights == "imagenet":
+        load_imagenet_encoder(encoder)
+    else:
+        load_encoder_file(encoder, Path(weights))
     return encoder.state_dict()
 
 
@@ -46,9 +58,7 @@ class _QuarterResolution(nn.Module):
 def load_pipeline_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """A model trained by this pipeline: ``{"genotype", "num_classes", "agg_size", "repeats", "state_dict"}``."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = safe_load(path, "teacher checkpoint")
     missing = [k for k in ("genotype", "num_classes", "state_dict") if k not in ckpt]
     if missing:
         raise ValueError(f"{path}: not a nasseg checkpoint (missing {', '.join(missing)})")

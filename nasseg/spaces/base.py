@@ -206,8 +206,10 @@ class SearchSpace(ABC, Generic[G]):
                       agg_size: int, repeats: int, aux_cell: bool) -> nn.Module:
         """The decoder of ``genotype`` on encoder outputs with ``in_channels``.
 
-        It maps the encoder's list of maps to logits, or to ``(logits,
-        aux_logits)`` when it has auxiliary heads (evaluated in training mode
-        only). ``aux_cell`` is True only for a space with ``has_aux_cell``
+        Its ``forward(feats, aux=True)`` maps the encoder's list of maps to
+        logits, or to ``(logits, aux_logits)`` when it has auxiliary heads
+        (evaluated in training mode only, and only when ``aux`` is true: the
+        proxy passes false when their loss weight is 0; a decoder without heads
+        ignores it). ``aux_cell`` is True only for a space with ``has_aux_cell``
         (:func:`nasseg.models.build_segmenter` checks).
         """
