@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,17 +227,11 @@ def render_dvc_yaml(config: Mapping[str, Any]) -> str:
     parts = [header, "stages:\n"]
     for stage in stages(config):
         if stage.comment:
-            parts.append("".join(f"  # {line}\n" for line in _wrap(stage.comment, 86)))
+            parts.append("".join(f"  # {line}\n" for line in textwrap.wrap(stage.comment, 86)))
         body = yaml.safe_dump({stage.name: dvc_stage(stage)}, sort_keys=False, width=100)
         parts.append("".join(f"  {line}\n" for line in body.splitlines()))
     parts.append("\n" + yaml.safe_dump({"plots": plot_definitions()}, sort_keys=False, width=100))
     return "".join(parts)
-
-
-def _wrap(text: str, width: int) -> list[str]:
-    import textwrap
-
-    return textwrap.wrap(text, width)
 
 
 def read_params(path: Path = ROOT / "params.yaml") -> dict[str, Any]:

@@ -10,12 +10,8 @@ maps torchvision's ImageNet weights onto this layout losslessly.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-
 import torch
 from torch import nn
-
-from ..spaces import SPACES
 
 # Stages as (expansion t, out channels c, blocks n, first stride s).
 MOBILENET_V2_STAGES: tuple[tuple[int, int, int, int], ...] = (
@@ -28,23 +24,6 @@ MOBILENET_V2_STAGES: tuple[tuple[int, int, int, int], ...] = (
     (6, 320, 1, 1),
 )
 STEM_CHANNELS = 32
-
-
-class _ReturnStages(Mapping[str, tuple[int, ...]]):
-    """Space name -> the stages (0-based) its decoder reads: a live view of the
-    registered spaces' ``encoder_stages``, for callers that hold only a name."""
-
-    def __getitem__(self, space: str) -> tuple[int, ...]:
-        return SPACES[space].encoder_stages
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(SPACES)
-
-    def __len__(self) -> int:
-        return len(SPACES)
-
-
-RETURN_STAGES: Mapping[str, tuple[int, ...]] = _ReturnStages()
 
 
 class InvertedResidual(nn.Module):
