@@ -3,6 +3,8 @@
 `pip install -e .` (or a normal install) compiles them, so users never run a
 separate build step. `python setup.py build_ext --inplace` rebuilds in place.
 """
+import ctypes.util
+
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -14,7 +16,16 @@ extensions = [
         include_dirs=[np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O3"],
-    )
+    ),
+    # The controller's LSTM recurrence (PolicyKernel). Where glibc's vector maths library
+    # (libmvec) exists, -ffast-math lets GCC vectorise expf through it; the flag is given at
+    # compile time only (at link time GCC would switch the whole process to flush-to-zero).
+    Extension(
+        "nasseg.search._lstm",
+        ["nasseg/search/_lstm.pyx"],
+        extra_compile_args=["-O3", "-ffast-math" if ctypes.util.find_library("mvec") else "-fno-math-errno"],
+        libraries=["mvec", "m"] if ctypes.util.find_library("mvec") else ["m"],
+    ),
 ]
 
 setup(

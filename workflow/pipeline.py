@@ -126,7 +126,7 @@ def build_stages() -> list[Stage]:
         name="build_ext",
         cmd="python -m stages.build_ext --out build/ext.json",
         entry=("stages.build_ext",),
-        sources=("setup.py", "nasseg/metrics/_confusion.pyx"),
+        sources=("setup.py", "nasseg/metrics/_confusion.pyx", "nasseg/search/_lstm.pyx"),
         outs=(Out("build/ext.json", cache=False),),
         comment="Compile the Cython extension in place; later stages depend on its record.",
     )]

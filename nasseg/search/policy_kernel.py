@@ -16,10 +16,11 @@ Why: the original's PPO update takes one Adam step per buffered architecture,
 controller over the whole decision sequence (46 LSTM steps for WACV, 23 for
 CVPR). Through autograd that is some 2,000 tiny operators per step, and the
 per-operator dispatch and graph bookkeeping cost far more than the arithmetic.
-Here both passes are written out as torch operators without autograd, writing
-into preallocated buffers through views bound once: eight to nine operators per
-LSTM cell and direction. Everything that does not depend on the recurrence (gate
-derivatives, the heads, the weight gradients) is done for all steps at once.
+Here both passes are written out without autograd, into preallocated buffers:
+the recurrence itself runs in C (:mod:`nasseg.search._lstm`: one matrix-vector
+product and one fused element-wise loop per cell step), and everything that does
+not depend on the recurrence (gate derivatives, the heads, the weight gradients)
+is done in torch for all steps at once.
 With this feedback the trajectory does not depend on the chosen actions, so one
 pass serves every sample of a minibatch, whatever its size. (Torch rather than
 numpy: numpy's own BLAS threads stall for milliseconds beside torch's OpenMP
@@ -36,6 +37,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from . import _lstm
 
 __all__ = ["PolicyKernel"]
 
@@ -61,6 +64,8 @@ class PolicyKernel:
         if unknown:
             raise ValueError(f"PolicyKernel does not know the controller parameters {unknown}")
 
+        if controller.start.dtype != torch.float32:
+            raise ValueError(f"PolicyKernel runs float32 controllers, got {controller.start.dtype}")
         h = controller.hidden_size
         layers = len(self.cells)
         decisions = controller.decisions
@@ -90,30 +95,33 @@ class PolicyKernel:
         self.rows = torch.arange(len(scored))[:, None].expand_as(self.cols)
         self.valid_rows, self.valid_cols = self.rows[self.valid], self.cols[self.valid]
 
-        # -- buffers ----------------------------------------------------------------------
+        # -- buffers: one tensor per kind, [layers, ...]; the lists index its layers ----------
         def z(*shape: int) -> torch.Tensor:
             return torch.zeros(shape, **opts)
 
-        # An LSTM input row is [input_t, h_t-1, 1], padded to a multiple of 16 floats:
-        # matrix-vector products on aligned, column-major operands run ~1.5x faster.
+        # An LSTM input row is [input_t, h_t-1, 1], padded to a multiple of 16 floats
+        # (aligned rows for the vectorised matrix-vector products).
         width = -(-(2 * h + 1) // 16) * 16
-        self.wt = [z(width, 4 * h) for _ in range(layers)]           # [W_ih | W_hh | b]^T: forward
-        self.w = [z(4 * h, width) for _ in range(layers)]            # [W_ih | W_hh | 0]: backward
-        self.xh = [z(steps + 1, width) for _ in range(layers)]       # row t: [input_t, h_t-1, 1, 0...]
-        for xh in self.xh:
-            xh[:, 2 * h] = 1.0
-        self.act = [z(steps, 4 * h) for _ in range(layers)]          # gates i, f, g, o (torch order)
-        self.c = [z(steps + 1, h) for _ in range(layers)]            # row t + 1: c_t; row 0: zeros
-        self.tc = [z(steps, h) for _ in range(layers)]               # tanh(c_t)
-        self.head_w, self.head_b = z(total, h), z(total)
+        self._wt = z(layers, width, 4 * h)       # [W_ih | W_hh | b]^T: forward
+        self._w = z(layers, 4 * h, width)        # [W_ih | W_hh | 0]: backward
+        self._xh = z(layers, steps + 1, width)   # row t: [input_t, h_t-1, 1, 0...]
+        self._xh[:, :, 2 * h] = 1.0
+        self._act = z(layers, steps, 4 * h)      # gates i, f, g, o (torch order), activated
+        self._c = z(layers, steps + 1, h)        # row t + 1: c_t; row 0: zeros
+        self._tc = z(layers, steps, h)           # tanh(c_t)
         # dL/dc_t -> dL/d(pre-activations of i, f, g), and dL/dh_t -> dL/d(pre-activation of o)
-        self.gci = [z(steps, 3, h) for _ in range(layers)]           # (g, c_t-1, i) * gate derivative
-        self.tco = [z(steps, h) for _ in range(layers)]              # tanh(c_t) * o (1 - o)
-        self.ot = [z(steps, h) for _ in range(layers)]               # dh_t -> dc_t: o (1 - tanh(c_t)^2)
-        self.dz = [z(steps, 4 * h) for _ in range(layers)]           # dL/d(gate pre-activations)
-        self.dxh = [z(steps + 1, width) for _ in range(layers)]      # dL/dxh; row `steps` stays 0
-        self.dcp = [z(steps + 1, h) for _ in range(layers)]          # dL/dc_t-1 via step t; row `steps`: 0
-        self.dh, self.dc = z(h), z(h)
+        self._gci = z(layers, steps, 3, h)       # (g, c_t-1, i) * gate derivative
+        self._tco = z(layers, steps, h)          # tanh(c_t) * o (1 - o)
+        self._ot = z(layers, steps, h)           # dh_t -> dc_t: o (1 - tanh(c_t)^2)
+        self._dz = z(layers, steps, 4 * h)       # dL/d(gate pre-activations)
+        self._dxh = z(layers, steps + 1, width)  # dL/dxh; row `steps` stays 0
+        self._dcp = z(layers, steps + 1, h)      # dL/dc_t-1 via step t; row `steps`: 0
+        self.wt, self.w, self.xh, self.act, self.c, self.tc = (
+            list(b) for b in (self._wt, self._w, self._xh, self._act, self._c, self._tc))
+        self.gci, self.tco, self.ot, self.dz, self.dxh, self.dcp = (
+            list(b) for b in (self._gci, self._tco, self._ot, self._dz, self._dxh, self._dcp))
+        self.head_w, self.head_b = z(total, h), z(total)
+        self.dh = z(h)
         self.dout = z(steps, h)                                      # dL/d(top output) from the heads
         # Every gradient lives in one flat buffer (so clipping is one norm and one scale);
         # the heads' weights and biases each form one block, in the packed order.
@@ -130,26 +138,10 @@ class PolicyKernel:
         for head, sl in zip(self.heads, self.head_slices):
             self.grads += [(head.weight, self.grad_head_w[sl]), (head.bias, self.grad_head_b[sl])]
 
-        # -- views bound once, one tuple per (step, layer): the loops only call operators --
-        top = layers - 1
-        self._fwd: list[tuple[torch.Tensor, ...]] = []
-        for t in range(steps):
-            for layer in range(layers):
-                a, xh = self.act[layer][t], self.xh[layer]
-                feed = self.xh[0][t + 1, :h] if layer == top else self.xh[layer + 1][t, :h]
-                self._fwd.append((self.wt[layer].t(), xh[t], a, a[:2 * h], a[2 * h:3 * h], a[3 * h:],
-                                  a[:h], a[h:2 * h], self.c[layer][t], self.c[layer][t + 1],
-                                  self.tc[layer][t], xh[t + 1, h:2 * h], feed))
-        self._bwd: list[tuple[Any, ...]] = []
-        for t in reversed(range(steps)):
-            for layer in reversed(range(layers)):
-                above = (self.dout[t], self.dxh[0][t + 1, :h]) if layer == top else \
-                    (self.dxh[layer + 1][t, :h],)
-                dz = self.dz[layer][t]
-                self._bwd.append((self.dxh[layer][t + 1, h:2 * h], above, self.dcp[layer][t + 1],
-                                  self.ot[layer][t], self.gci[layer][t], dz.view(4, h)[:3],
-                                  self.tco[layer][t], dz.view(4, h)[3], self.act[layer][t, h:2 * h],
-                                  self.dcp[layer][t], self.w[layer].t(), dz, self.dxh[layer][t]))
+        # numpy views of the buffers (same memory) for the C loops of nasseg.search._lstm
+        self._forward_args = tuple(b.numpy() for b in (self._wt, self._xh, self._act, self._c, self._tc))
+        self._backward_args = tuple(b.numpy() for b in (self._w, self._act, self._ot, self._gci, self._tco,
+                                                        self.dout, self._dz, self._dxh, self._dcp, self.dh))
         self._forwarded = False
 
     # -- forward -------------------------------------------------------------------------
@@ -168,16 +160,7 @@ class PolicyKernel:
             self.head_b[sl] = head.bias
         self.xh[0][0, :h] = self.controller.start[0]
 
-        for (w, xh_t, a, a_if, a_g, a_o, a_i, a_f, c_prev, c_t, tc_t, h_t, feed) in self._fwd:
-            torch.mv(w, xh_t, out=a)
-            torch.sigmoid(a_if, out=a_if)
-            torch.tanh(a_g, out=a_g)
-            torch.sigmoid(a_o, out=a_o)
-            torch.mul(a_f, c_prev, out=c_t)
-            c_t.addcmul_(a_i, a_g)
-            torch.tanh(c_t, out=tc_t)
-            torch.mul(a_o, tc_t, out=h_t)
-            feed.copy_(h_t)
+        _lstm.forward_steps(*self._forward_args, h, self.steps)
 
         # What the backward pass needs that does not depend on the recurrence, all steps at once.
         for layer in range(len(self.cells)):
@@ -235,16 +218,7 @@ class PolicyKernel:
         torch.sum(gfull, dim=0, out=self.grad_head_b)
         self.dout[self.out_rows] = gfull @ self.head_w
 
-        dh, dc = self.dh, self.dc
-        for (dh_rec, above, dc_next, ot, gci, dz_ifg, tco, dz_o, f, dc_prev, w_t, dz, dxh_t) in self._bwd:
-            torch.add(dh_rec, above[0], out=dh)
-            if len(above) == 2:
-                dh.add_(above[1])
-            torch.addcmul(dc_next, dh, ot, out=dc)
-            torch.mul(gci, dc, out=dz_ifg)
-            torch.mul(tco, dh, out=dz_o)
-            torch.mul(dc, f, out=dc_prev)
-            torch.mv(w_t, dz, out=dxh_t)
+        _lstm.backward_steps(*self._backward_args, h, self.steps)
 
         for layer, grads in enumerate(self.grad_cells):
             dz, xh = self.dz[layer], self.xh[layer][:self.steps]
