@@ -49,9 +49,10 @@ training stage reports the trained networks' own), and the parameter counts are
 the log's, not recomputed (the same decision: they are the figures the authors'
 search saw, and reading the log needs no torch model).
 
-Where we differ from the authors' code: it has no ranking step (the best
-architectures were picked by hand from ``genotypes.out``); duplicates are grouped
-here, and the reference slots (published, random) are ours.
+Where we differ from the authors' code: their repository has no ranking step (its
+helpers only parse one ``genotypes.out`` line, ``parse_geno_log``, with ``eval``);
+the grouping of duplicates, the tie-breaks and the reference slots (published,
+random) are ours.
 """
 from __future__ import annotations
 
