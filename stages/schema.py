@@ -37,7 +37,9 @@ from pydantic_core import core_schema
 from nasseg.config import Config
 from nasseg.data.prepare import PrepareParams
 from nasseg.data.synthesize import DataParams, SynthesizeParams
+from nasseg.ranking import RankConfig
 from nasseg.search.runner import SearchConfig
+from nasseg.spaces import get_space
 
 from .params import DEFAULT_PARAMS, ParamsError, read_yaml, stage_parser, validate_section
 
@@ -71,6 +73,36 @@ class SearchParams(Config):
     cvpr: dict[str, CVPRSearch]
 
 
+#: The names of each space's published genotypes, as a Literal (so the JSON schema lists them).
+WACVPublished = Literal[tuple(get_space("wacv").published)]   # type: ignore[valid-type]
+CVPRPublished = Literal[tuple(get_space("cvpr").published)]   # type: ignore[valid-type]
+
+
+class WACVRank(RankConfig):
+    """A preset of `rank.wacv`: `published` is one of the WACV space's published genotypes."""
+    published: WACVPublished = "arch0"
+
+
+class CVPRRank(RankConfig):
+    """A preset of `rank.cvpr`: `published` is one of the CVPR space's published genotypes."""
+    published: CVPRPublished = "arch0"
+
+
+#: The model of a preset of `rank.<experiment>`.
+RANK_PRESET: dict[str, type[RankConfig]] = {"wacv": WACVRank, "cvpr": CVPRRank}
+
+
+class RankParams(Config):
+    """Section `rank`: per experiment, one ranking config per preset name."""
+    wacv: dict[str, WACVRank]
+    cvpr: dict[str, CVPRRank]
+
+
+#: The sections whose presets are per experiment (`<section>.<experiment>.<preset>`); `preset`
+#: must name a preset of each.
+PER_EXPERIMENT = ("search", "rank")
+
+
 class Params(Config):
     """The whole params.yaml: one field per section (a new stage's section is one more line)."""
     # which preset of each experiment (search.<experiment>.<preset>) the pipeline runs
@@ -80,16 +112,18 @@ class Params(Config):
     synthesize: SynthesizeParams
     prepare: PrepareParams
     search: SearchParams
+    rank: RankParams
 
     @model_validator(mode="after")
     def _preset_exists(self) -> Params:
-        for experiment in SearchParams.model_fields:
-            presets = getattr(self.search, experiment)
-            if self.preset not in presets:
-                raise ValueError(
-                    f"preset {self.preset!r} is not a preset of search.{experiment} (it has "
-                    f"{', '.join(sorted(presets))}); add search.{experiment}.{self.preset} or "
-                    "set preset to a name every experiment has")
+        for section in PER_EXPERIMENT:
+            for experiment in SearchParams.model_fields:
+                presets = getattr(getattr(self, section), experiment)
+                if self.preset not in presets:
+                    raise ValueError(
+                        f"preset {self.preset!r} is not a preset of {section}.{experiment} (it has "
+                        f"{', '.join(sorted(presets))}); add {section}.{experiment}.{self.preset} or "
+                        "set preset to a name every experiment has")
         return self
 
 

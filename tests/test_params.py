@@ -129,7 +129,10 @@ def test_missing_file(tmp_path):
     ("search.wacv.paper.space", "cvpr", r"search.wacv.paper.space: Input should be 'wacv' \(value: 'cvpr'\)"),
     ("build_ext.jobs", 2, r"build_ext.jobs: unknown key \(value: 2\); this section takes no keys$"),
     ("reports", {}, r"reports: unknown key \(value: \{\}\); the keys here are build_ext, data, prepare, "
-                    r"preset, search, synthesize$"),
+                    r"preset, rank, search, synthesize$"),
+    ("rank.cvpr.paper.k", 0, r"rank.cvpr.paper.k: Input should be greater than or equal to 1 \(value: 0\)"),
+    ("rank.wacv.ci.published", "arch2",
+     r"rank.wacv.ci.published: Input should be 'arch0' or 'arch1' \(value: 'arch2'\)"),
 ])
 def test_whole_file_errors_name_file_key_and_value(tmp_path, key, value, message):
     path = edited(tmp_path, key, value)
@@ -167,6 +170,11 @@ def test_preset_must_exist_in_every_experiment(tmp_path):
     with pytest.raises(ParamsError, match=r"preset 'quick' is not a preset of search.cvpr"):
         load_params(write(tmp_path / "params.yaml", data))
     data["search"]["cvpr"]["quick"] = data["search"]["cvpr"]["default"]
+    with pytest.raises(ParamsError, match=r"preset 'quick' is not a preset of rank.wacv \(it has ci, default, "
+                                          r"paper\); add rank.wacv.quick"):
+        load_params(write(tmp_path / "params.yaml", data))
+    for experiment in ("wacv", "cvpr"):
+        data["rank"][experiment]["quick"] = data["rank"][experiment]["default"]
     assert load_params(write(tmp_path / "params.yaml", data)).preset == "quick"
 
 
