@@ -51,6 +51,9 @@ DATASETS = ("voc", "nyud", "cityscapes", "camvid")
 SEARCH_DATA = {"wacv": "cityscapes", "cvpr": "voc"}
 DVC_YAML = ROOT / "dvc.yaml"
 PRESET = "${preset}"
+#: The ranking's reference slots, trained beside the top-k: the experiment's published
+#: genotype and a random genotype of its space (nasseg.ranking).
+REFERENCE_SLOTS = ("published", "random")
 
 
 @dataclass(frozen=True)
@@ -183,13 +186,41 @@ def search_stages(config: Mapping[str, Any]) -> list[Stage]:
     return stages
 
 
+def slots(config: Mapping[str, Any], exp: str) -> list[str]:
+    """The ranking's slots of `exp` at the active preset: 1 .. rank.k, then the references."""
+    k = int(lookup(config, f"rank.{exp}.{PRESET}.k"))
+    return [str(i) for i in range(1, k + 1)] + list(REFERENCE_SLOTS)
+
+
+def rank_stages(config: Mapping[str, Any]) -> list[Stage]:
+    stages = []
+    for exp in SEARCH_DATA:
+        out = f"reports/{exp}/rank"
+        stages.append(Stage(
+            name=f"rank_{exp}",
+            cmd=f"python -m stages.rank --experiment {exp} --history runs/search/{exp}/history.jsonl --out {out}",
+            entry=("stages.rank",),
+            deps=(f"runs/search/{exp}/history.jsonl",),
+            params=("preset", f"rank.{exp}.{PRESET}"),
+            outs=(*(Out(f"{out}/top/{slot}.json", cache=False) for slot in slots(config, exp)),
+                  Out(f"{out}/rankings.csv", cache=False), Out(f"{out}/rankings.md", cache=False)),
+            metrics=(f"{out}/metrics.json",),
+            comment=(f"Rank the {exp} search's architectures; one genotype file per slot: the top "
+                     f"rank.{exp}.k, the published genotype and a random one (small, kept in git)."),
+        ))
+    return stages
+
+
 def stages(config: Mapping[str, Any]) -> list[Stage]:
     """Every stage of the pipeline for the parameters `config` (params.yaml).
 
-    Only Snakemake's view (which rules exist, GPU counts) depends on the values; the
-    DVC stages written from it do not, so dvc.yaml is the same for every params.yaml.
+    Snakemake's view (which rules exist, GPU counts) depends on the values; the DVC
+    stages written from it depend on them only through the number of ranking slots
+    (``rank.<exp>.<preset>.k``), so dvc.yaml changes only when a preset's k does
+    (regenerate it then: ``python workflow/pipeline.py``; a test and the Snakefile
+    check that it is current).
     """
-    return [*build_stages(), *data_stages(config), *search_stages(config)]
+    return [*build_stages(), *data_stages(config), *search_stages(config), *rank_stages(config)]
 
 
 def plot_definitions() -> list[dict[str, Any]]:
