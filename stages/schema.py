@@ -37,6 +37,7 @@ from pydantic_core import core_schema
 from nasseg.config import Config
 from nasseg.data.prepare import PrepareParams
 from nasseg.data.synthesize import DataParams, SynthesizeParams
+from nasseg.evaluation_config import EvaluateParams
 from nasseg.search.runner import SearchConfig
 
 from .params import DEFAULT_PARAMS, ParamsError, read_yaml, stage_parser, validate_section
@@ -71,6 +72,12 @@ class SearchParams(Config):
     cvpr: dict[str, CVPRSearch]
 
 
+class EvaluateSection(Config):
+    """Section `evaluate`: per experiment, the evaluate stage's test-time settings per preset."""
+    wacv: dict[str, EvaluateParams]
+    cvpr: dict[str, EvaluateParams]
+
+
 class Params(Config):
     """The whole params.yaml: one field per section (a new stage's section is one more line)."""
     # which preset of each experiment (search.<experiment>.<preset>) the pipeline runs
@@ -80,16 +87,18 @@ class Params(Config):
     synthesize: SynthesizeParams
     prepare: PrepareParams
     search: SearchParams
+    evaluate: EvaluateSection
 
     @model_validator(mode="after")
     def _preset_exists(self) -> Params:
-        for experiment in SearchParams.model_fields:
-            presets = getattr(self.search, experiment)
-            if self.preset not in presets:
-                raise ValueError(
-                    f"preset {self.preset!r} is not a preset of search.{experiment} (it has "
-                    f"{', '.join(sorted(presets))}); add search.{experiment}.{self.preset} or "
-                    "set preset to a name every experiment has")
+        for section in ("search", "evaluate"):
+            for experiment in type(getattr(self, section)).model_fields:
+                presets = getattr(getattr(self, section), experiment)
+                if self.preset not in presets:
+                    raise ValueError(
+                        f"preset {self.preset!r} is not a preset of {section}.{experiment} (it has "
+                        f"{', '.join(sorted(presets))}); add {section}.{experiment}.{self.preset} or "
+                        "set preset to a name every experiment has")
         return self
 
 

@@ -128,8 +128,8 @@ def test_missing_file(tmp_path):
      r"search.cvpr.paper.proxy.distillation: teacher: checkpoint needs 'path' to a checkpoint file"),
     ("search.wacv.paper.space", "cvpr", r"search.wacv.paper.space: Input should be 'wacv' \(value: 'cvpr'\)"),
     ("build_ext.jobs", 2, r"build_ext.jobs: unknown key \(value: 2\); this section takes no keys$"),
-    ("reports", {}, r"reports: unknown key \(value: \{\}\); the keys here are build_ext, data, prepare, "
-                    r"preset, search, synthesize$"),
+    ("reports", {}, r"reports: unknown key \(value: \{\}\); the keys here are build_ext, data, evaluate, "
+                    r"prepare, preset, search, synthesize$"),
 ])
 def test_whole_file_errors_name_file_key_and_value(tmp_path, key, value, message):
     path = edited(tmp_path, key, value)
@@ -167,6 +167,10 @@ def test_preset_must_exist_in_every_experiment(tmp_path):
     with pytest.raises(ParamsError, match=r"preset 'quick' is not a preset of search.cvpr"):
         load_params(write(tmp_path / "params.yaml", data))
     data["search"]["cvpr"]["quick"] = data["search"]["cvpr"]["default"]
+    with pytest.raises(ParamsError, match=r"preset 'quick' is not a preset of evaluate.wacv"):
+        load_params(write(tmp_path / "params.yaml", data))
+    for experiment in ("wacv", "cvpr"):
+        data["evaluate"][experiment]["quick"] = data["evaluate"][experiment]["default"]
     assert load_params(write(tmp_path / "params.yaml", data)).preset == "quick"
 
 
