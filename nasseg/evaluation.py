@@ -11,20 +11,38 @@ As the papers score: the decoder's logits (stride 4 or 8 of the input) are
 upsampled bilinearly to the label's size before the arg-max; for multi-scale
 testing each scale's logits are upsampled to the label size and summed (the
 usual RefineNet / DeepLab practice; the authors released no multi-scale code).
+The papers report single-scale scores without flipping, which is what
+:class:`EvaluateParams` defaults to.
+
+:func:`evaluate_checkpoint` is what the evaluate stage runs: a model file (or an
+authors' checkpoint with its card) scored on one split of a prepared dataset,
+image by image at full resolution (batch size 1: the images differ in size).
+The authors released no script that scores a trained model (their repository
+holds the search, whose ``validate`` upsamples the logits to the label size and
+takes the arg-max as :func:`predict` does, and inference notebooks); the evaluate
+stage is ours.
 """
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .evaluation_config import EvaluateParams
 from .metrics.depth import DepthMeter
 from .metrics.segmentation import ConfusionMatrix
 
-__all__ = ["predict", "evaluate"]
+if TYPE_CHECKING:
+    from .checkpoint import ModelCard
+
+__all__ = ["EvaluateParams", "predict", "evaluate", "evaluate_checkpoint"]
+
+log = logging.getLogger(__name__)
 
 
 def _forward(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -92,3 +110,51 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
         scores["confusion_matrix"] = meter.matrix.tolist()
         return scores
     return meter.compute()
+
+
+def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str,
+                        params: EvaluateParams | None = None, *, card: ModelCard | None = None,
+                        expect_space: str | None = None, device: str | torch.device = "cpu",
+                        progress: bool = True) -> tuple[dict[str, Any], ModelCard]:
+    """Score the model stored at ``checkpoint`` on ``split`` of the prepared dataset ``data``.
+
+    ``card`` is needed for an authors' checkpoint only (see
+    :func:`nasseg.checkpoint.load_model`). The split is read with the model's task
+    (NYUD holds depth and, with its class mapping, 40-class labels). Returns
+    ``(scores, card)``: :func:`evaluate`'s scores plus ``num_images``. Raises
+    :class:`nasseg.serialization.CheckpointError` naming the file when it is missing,
+    unreadable, of another space than ``expect_space`` or of another class count
+    than the data, and :class:`nasseg.data.DataError` for the data.
+    """
+    from tqdm.auto import tqdm
+
+    from .checkpoint import load_model
+    from .data import PreparedDataset, eval_transform, read_meta
+    from .data.loaders import make_loader
+    from .serialization import CheckpointError
+
+    params = params or EvaluateParams()
+    meta = read_meta(data)   # a missing or stale dataset fails before the model is loaded
+    # class count per task the data offers (NYUD: depth, and 40 classes with its mapping)
+    tasks = {meta["task"]: meta["num_classes"],
+             **{t: meta[t]["num_classes"] for t in ("segmentation", "depth")
+                if t != meta["task"] and isinstance(meta.get(t), dict) and "num_classes" in meta[t]}}
+    model, card = load_model(checkpoint, card, expect_space=expect_space,
+                             expect_classes=meta["num_classes"] if len(tasks) == 1 else None)
+    if card.task not in tasks:
+        raise CheckpointError(f"{checkpoint}: a {card.task} model, but the {meta['dataset']} data "
+                              f"{data} has no {card.task} targets (its task is {meta['task']!r})")
+    if card.num_classes != tasks[card.task]:
+        raise CheckpointError(f"{checkpoint}: its model has {card.num_classes} output classes, the "
+                              f"data has {tasks[card.task]}; was it trained on another dataset?")
+    dataset = PreparedDataset(data, split, eval_transform(), task=card.task)
+    log.info("evaluating %s (%s, %s space, %d classes) on %s/%s: %d images, flip %s, scales %s",
+             checkpoint, card.task, card.space, card.num_classes, data, split, len(dataset),
+             params.flip, list(params.scales))
+    loader = make_loader(dataset, 1, train=False, workers=params.workers, drop_last=False)
+    batches = tqdm(loader, desc=f"evaluate {split}", unit="img", disable=not progress)
+    scores = evaluate(model.to(device), batches, task=card.task, num_classes=card.num_classes,
+                      ignore_index=dataset.ignore_index, device=device, flip=params.flip,
+                      scales=params.scales)
+    scores["num_images"] = len(dataset)
+    return scores, card

@@ -56,6 +56,8 @@ def _numpy_scalar_globals() -> list[Any]:
 #: What :func:`safe_load` accepts beyond ``torch.load(weights_only=True)``'s defaults.
 SAFE_GLOBALS: list[Any] = _numpy_scalar_globals()
 
+#: What torch's weights-only unpickler says of bytes that are no pickle opcode.
+_GARBAGE = re.compile(r"Unsupported operand \d+")
 _ASKED_FOR = (re.compile(r"GLOBAL (\S+?) was not an allowed global"), re.compile(r"but got (<class '[^']+'>)"))
 
 
@@ -76,12 +78,17 @@ def safe_load(path: str | os.PathLike, what: str) -> Any:
     except pickle.UnpicklingError as exc:
         text = str(exc)
         asked = next((m.group(1) for p in _ASKED_FOR if (m := p.search(text))), None)
+        garbage = _GARBAGE.search(text)
+        if asked is None and garbage:   # not a pickle at all: a corrupt or unrelated file
+            raise CheckpointError(f"{path}: cannot read this {what} as a torch file (not a torch "
+                                  f"zip or pickle: {garbage.group(0).lower()}); is it complete and "
+                                  "the file you meant?") from exc
         detail = f"it asks for {asked}" if asked else text.strip().splitlines()[-1]
         raise CheckpointError(
             f"{path}: refused to load this {what}: {detail}, which is not a tensor or plain data, "
             "and unpickling it could run code from the file. If you trust the file, load it once "
             "yourself and re-save its tensors alone (torch.save(state_dict)), then use that copy"
         ) from exc
-    except (RuntimeError, EOFError, ValueError) as exc:
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:   # OSError: a truncated zip
         raise CheckpointError(f"{path}: cannot read this {what} as a torch file ({exc}); "
                               "is it complete and the file you meant?") from exc

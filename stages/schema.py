@@ -38,6 +38,7 @@ from nasseg.config import Config
 from nasseg.data.prepare import PrepareParams
 from nasseg.data.synthesize import DataParams, SynthesizeParams
 from nasseg.ranking import RankConfig
+from nasseg.evaluation_config import EvaluateParams
 from nasseg.search.runner import SearchConfig
 from nasseg.spaces import get_space
 
@@ -100,7 +101,13 @@ class RankParams(Config):
 
 #: The sections whose presets are per experiment (`<section>.<experiment>.<preset>`); `preset`
 #: must name a preset of each.
-PER_EXPERIMENT = ("search", "rank")
+PER_EXPERIMENT = ("search", "rank", "evaluate")
+
+
+class EvaluateSection(Config):
+    """Section `evaluate`: per experiment, the evaluate stage's test-time settings per preset."""
+    wacv: dict[str, EvaluateParams]
+    cvpr: dict[str, EvaluateParams]
 
 
 class Params(Config):
@@ -113,11 +120,12 @@ class Params(Config):
     prepare: PrepareParams
     search: SearchParams
     rank: RankParams
+    evaluate: EvaluateSection
 
     @model_validator(mode="after")
     def _preset_exists(self) -> Params:
         for section in PER_EXPERIMENT:
-            for experiment in SearchParams.model_fields:
+            for experiment in type(getattr(self, section)).model_fields:
                 presets = getattr(getattr(self, section), experiment)
                 if self.preset not in presets:
                     raise ValueError(

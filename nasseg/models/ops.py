@@ -50,7 +50,9 @@ def match_sizes(x: torch.Tensor, y: torch.Tensor, larger: bool = True) -> tuple[
     sx, sy = tuple(x.shape[2:]), tuple(y.shape[2:])
     if sx == sy:
         return x, y
-    if (sx > sy) == larger:
+    # bool() first: compared with `larger` as is, the symbolic comparison of an export
+    # (torch.export, ONNX) fails; in eager mode it is a bool already.
+    if bool(sx > sy) == larger:
         return x, resize_to(y, sx)
     return resize_to(x, sy), y
 
