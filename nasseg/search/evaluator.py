@@ -26,7 +26,9 @@ Where we differ from the original, besides the caches: every training step of an
 architecture and its stage-1 data order are seeded by the architecture's seed (the
 same result on any worker, and on a re-run after a kill); training runs in fp32
 unless ``amp`` asks for mixed precision (CUDA only; the original has none); tensors
-are NHWC with ``channels_last``; the original's ``try_except`` wrappers, which
+are NHWC or NCHW, whichever :mod:`nasseg.search.kernels` measured to be faster;
+glibc's allocator is kept from page-faulting (:func:`nasseg.runtime.tune_malloc`);
+the original's ``try_except`` wrappers, which
 turn any RuntimeError into a reward of 0, are replaced by the failure rule above.
 """
 from __future__ import annotations
@@ -47,6 +49,7 @@ from ..genotypes import Genotype
 from ..metrics import ConfusionMatrix
 from ..models import Segmenter, build_segmenter, count_parameters
 from ..models.ops import resize_to
+from ..runtime import tune_malloc
 from ..spaces import space_of
 from .config import ProxyConfig
 from .data import ProxyData, downsample_labels
@@ -91,6 +94,7 @@ class ProxyEvaluator:
     def __init__(self, space: str, config: ProxyConfig, data: ProxyData, device: str | torch.device = "cpu",
                  *, seed: int = 0, encoder_state: dict[str, torch.Tensor] | None = None,
                  teacher: nn.Module | None = None, on_build: BuildHook | None = None):
+        tune_malloc()   # in each worker process: see nasseg.runtime
         self.space = space
         self.config = config
         self.data = data

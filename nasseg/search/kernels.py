@@ -30,6 +30,7 @@ import torch
 
 from ..io import atomic_write_json
 from ..models import build_segmenter
+from ..runtime import tune_malloc
 from ..spaces import get_space
 from .config import ProxyConfig
 
@@ -116,7 +117,8 @@ def memory_format(space: str, config: ProxyConfig, device: str | torch.device,
     if config.channels_last != "auto":
         return torch.channels_last if config.channels_last else torch.contiguous_format
     device = torch.device(device)
-    key = json.dumps({**machine(), "device": device.type, "space": space, "agg_size": config.agg_size,
+    key = json.dumps({**machine(), "device": device.type, "malloc_tuned": tune_malloc(),
+                      "space": space, "agg_size": config.agg_size,
                       "repeats": config.repeats, "aux_cell": config.aux_cell,
                       "stage1": [config.stage1.batch_size, config.stage1.crop_size],
                       "stage2": [config.stage2.batch_size, config.stage2.crop_size]}, sort_keys=True)
