@@ -38,6 +38,7 @@ from nasseg.config import Config
 from nasseg.data.prepare import PrepareParams
 from nasseg.data.synthesize import DataParams, SynthesizeParams
 from nasseg.search.runner import SearchConfig
+from nasseg.training.config import TrainConfig
 
 from .params import DEFAULT_PARAMS, ParamsError, read_yaml, stage_parser, validate_section
 
@@ -71,6 +72,24 @@ class SearchParams(Config):
     cvpr: dict[str, CVPRSearch]
 
 
+class WACVTrain(Config):
+    """Section `train.wacv`: per dataset, one training config per preset name."""
+    cityscapes: dict[str, TrainConfig]
+    camvid: dict[str, TrainConfig]
+
+
+class CVPRTrain(Config):
+    """Section `train.cvpr`: per dataset, one training config per preset name."""
+    voc: dict[str, TrainConfig]
+    nyud: dict[str, TrainConfig]
+
+
+class TrainParams(Config):
+    """Section `train`: full training, per experiment and dataset (stages/train.py)."""
+    wacv: WACVTrain
+    cvpr: CVPRTrain
+
+
 class Params(Config):
     """The whole params.yaml: one field per section (a new stage's section is one more line)."""
     # which preset of each experiment (search.<experiment>.<preset>) the pipeline runs
@@ -80,15 +99,19 @@ class Params(Config):
     synthesize: SynthesizeParams
     prepare: PrepareParams
     search: SearchParams
+    train: TrainParams
 
     @model_validator(mode="after")
     def _preset_exists(self) -> Params:
-        for experiment in SearchParams.model_fields:
-            presets = getattr(self.search, experiment)
+        sections = {f"search.{e}": getattr(self.search, e) for e in SearchParams.model_fields}
+        for e in TrainParams.model_fields:
+            experiment = getattr(self.train, e)
+            sections.update({f"train.{e}.{d}": getattr(experiment, d) for d in type(experiment).model_fields})
+        for where, presets in sections.items():
             if self.preset not in presets:
                 raise ValueError(
-                    f"preset {self.preset!r} is not a preset of search.{experiment} (it has "
-                    f"{', '.join(sorted(presets))}); add search.{experiment}.{self.preset} or "
+                    f"preset {self.preset!r} is not a preset of {where} (it has "
+                    f"{', '.join(sorted(presets))}); add {where}.{self.preset} or "
                     "set preset to a name every experiment has")
         return self
 

@@ -24,6 +24,7 @@ from nasseg.data.prepare import PrepareParams
 from nasseg.data.synthesize import SynthesizeParams
 from nasseg.search.config import DistillationConfig
 from nasseg.search.runner import SearchConfig
+from nasseg.training import EXPERIMENT_DATASETS, TrainConfig
 from stages import prepare as prepare_stage
 from stages.params import ParamsError, load_section
 from stages.schema import SCHEMA_FILE, SEARCH_PRESET, Params, load_params, main, schema_text
@@ -129,7 +130,7 @@ def test_missing_file(tmp_path):
     ("search.wacv.paper.space", "cvpr", r"search.wacv.paper.space: Input should be 'wacv' \(value: 'cvpr'\)"),
     ("build_ext.jobs", 2, r"build_ext.jobs: unknown key \(value: 2\); this section takes no keys$"),
     ("reports", {}, r"reports: unknown key \(value: \{\}\); the keys here are build_ext, data, prepare, "
-                    r"preset, search, synthesize$"),
+                    r"preset, search, synthesize, train$"),
 ])
 def test_whole_file_errors_name_file_key_and_value(tmp_path, key, value, message):
     path = edited(tmp_path, key, value)
@@ -155,6 +156,13 @@ def test_every_preset_of_the_real_file_validates():
     assert params.search.cvpr["default"].proxy.omit_classes == (0,)
     assert params.prepare == PrepareParams(workers=2, check_split_sizes="error", images="copy")
     assert params.synthesize.camvid.width == 240
+    for experiment, datasets in EXPERIMENT_DATASETS.items():
+        for dataset in datasets:
+            presets = getattr(getattr(params.train, experiment), dataset)
+            assert {"ci", "default", "paper"} <= set(presets)
+            for name, config in presets.items():
+                assert load_section(PARAMS, f"train.{experiment}.{dataset}.{name}", TrainConfig) == config
+    assert params.train.cvpr.nyud["paper"].task == "depth" and params.train.cvpr.voc["paper"].omit_classes == (0,)
 
 
 def test_preset_must_exist_in_every_experiment(tmp_path):
@@ -167,6 +175,11 @@ def test_preset_must_exist_in_every_experiment(tmp_path):
     with pytest.raises(ParamsError, match=r"preset 'quick' is not a preset of search.cvpr"):
         load_params(write(tmp_path / "params.yaml", data))
     data["search"]["cvpr"]["quick"] = data["search"]["cvpr"]["default"]
+    with pytest.raises(ParamsError, match=r"preset 'quick' is not a preset of train.wacv.cityscapes"):
+        load_params(write(tmp_path / "params.yaml", data))
+    for experiment in data["train"].values():
+        for presets in experiment.values():
+            presets["quick"] = presets["default"]
     assert load_params(write(tmp_path / "params.yaml", data)).preset == "quick"
 
 
