@@ -54,7 +54,7 @@ from ..checkpoint import ModelCard, save_model
 from ..data import read_meta
 from ..evaluation import evaluate
 from ..io import atomic_directory, atomic_write_json, atomic_write_text
-from ..models import build_segmenter, count_parameters, load_imagenet_encoder
+from ..models import PretrainedWeightsUnavailable, build_segmenter, count_parameters, load_imagenet_encoder
 from ..models.weights import load_encoder_file
 from ..spaces import space_of
 from ..spaces.base import Genotype
@@ -81,7 +81,11 @@ def init_encoder(encoder: nn.Module, weights: str) -> None:
     """``imagenet`` (torchvision's file; :class:`~nasseg.models.PretrainedWeightsUnavailable`
     offline without it), ``none`` (as built), or a weights file (its name in every error)."""
     if weights == "imagenet":
-        load_imagenet_encoder(encoder)
+        try:
+            load_imagenet_encoder(encoder)
+        except PretrainedWeightsUnavailable as exc:
+            raise PretrainedWeightsUnavailable(f"encoder_weights: imagenet: {exc}; or set encoder_weights to "
+                                               "a weights file, or none (a random encoder)") from exc
     elif weights != "none":
         load_encoder_file(encoder, Path(weights))
 
