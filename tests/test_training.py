@@ -22,7 +22,8 @@ from nasseg.data import PreparedDataset, prepare_dataset, synthesize_dataset
 from nasseg.evaluation import evaluate
 from nasseg.serialization import safe_load
 from nasseg.training import TrainConfig, run_training
-from nasseg.training.data import BatchPlan, SeededSamples, epoch_order, training_sets, val_batches
+from nasseg.training.data import (BatchPlan, SeededSamples, epoch_order, make_train_loader, training_sets,
+                                  val_batches)
 from stages.train import main as train_main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -119,6 +120,12 @@ def test_augmentation_depends_on_the_key_only(cityscapes):
     assert torch.equal(torch.get_rng_state(), state)         # the global stream is left alone
     other = [samples[(3, 5)][0], samples[(2, 5)][0], samples[(2, 6)][0]]
     assert not torch.equal(image, other[0]) and torch.equal(image, other[1])
+    # Loader processes change nothing: the same batches with two workers as in line.
+    plans = [BatchPlan(len(train), 4, seed=0, epochs=2, start_epoch=1, start_step=1) for _ in range(2)]
+    inline, workers = (list(make_train_loader(samples, plan, workers=w, pin_memory=False))
+                       for plan, w in zip(plans, (0, 2)))
+    assert len(inline) == len(workers) == len(train) // 4 - 1
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(inline, workers))
 
 
 # -- training -----------------------------------------------------------------------------
