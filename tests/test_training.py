@@ -239,6 +239,52 @@ def test_two_ddp_processes_agree_with_one_on_the_same_global_batch(cityscapes, t
     assert json.loads((tmp_path / "two" / "metrics.json").read_text())["world_size"] == 2
 
 
+def _small_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                               torch.nn.Conv2d(8, 8, 3, stride=2, padding=1), torch.nn.BatchNorm2d(8),
+                               torch.nn.ReLU(), torch.nn.Conv2d(8, 2, 1)).double()
+
+
+def _batch() -> torch.Tensor:
+    return torch.randn(6, 3, 12, 12, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+
+def _all_reduce_bn_worker(rank: int, folder: str, port: int) -> None:
+    import torch.distributed as dist
+
+    from nasseg.training.distributed import convert_batchnorm
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    net = convert_batchnorm(_small_net(), dist.new_group(backend="gloo"))
+    share = _batch()[[0, 1] if rank == 0 else [2, 3, 4, 5]]             # uneven shares
+    (net(share) ** 2).sum().backward()
+    torch.save({"grads": {n: p.grad for n, p in net.named_parameters()}, "buffers": dict(net.named_buffers())},
+               f"{folder}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_all_reduce_batchnorm_is_batchnorm_over_the_global_batch(tmp_path):
+    """In float64, where rounding is out of the way: the summed gradients and the running
+    statistics of two processes equal one process's on the whole batch."""
+    import socket
+
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_all_reduce_bn_worker, args=(str(tmp_path), port), nprocs=2, start_method="spawn")
+    net = _small_net()
+    (net(_batch()) ** 2).sum().backward()
+    ranks = [safe_load(tmp_path / f"rank{r}.pt", "test output") for r in (0, 1)]
+    for name, p in net.named_parameters():
+        torch.testing.assert_close(ranks[0]["grads"][name] + ranks[1]["grads"][name], p.grad, rtol=1e-10,
+                                   atol=1e-12)
+    for name, b in net.named_buffers():
+        assert torch.equal(ranks[0]["buffers"][name], ranks[1]["buffers"][name])
+        torch.testing.assert_close(ranks[0]["buffers"][name], b, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.slow
 def test_depth_training_runs_end_to_end(nyud, tmp_path):
     config = TrainConfig(**{**BASE, "val_split": "test", "epochs": 12, "crop_size": 48, "resize_side": 64,

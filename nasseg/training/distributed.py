@@ -32,6 +32,7 @@ import copy
 import logging
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -113,6 +114,24 @@ def all_max(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over the processes of ``group``, differentiable: the gradient of each process's
+    input is the sum of the processes' output gradients (every loss reads the sum)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, group: Any) -> torch.Tensor:
+        ctx.group = group
+        out = x.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
+        return grad, None
+
+
 class AllReduceBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics are those of the batch over all processes.
 
@@ -122,20 +141,18 @@ class AllReduceBatchNorm2d(nn.BatchNorm2d):
     from the global mean (two passes, as exact as one process's variance).
     """
 
-    group: object = None
+    group: Any = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and self.group is not None):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         c = x.shape[1]
         local = torch.cat([x.sum(dim=(0, 2, 3)), x.new_full((1,), x.numel() / c)])
-        total = all_reduce(local, op=dist.ReduceOp.SUM, group=self.group)
+        total = _AllReduceSum.apply(local, self.group)
         count = total[c]
         mean = total[:c] / count
         centred = x - mean.view(1, c, 1, 1)
-        var = all_reduce((centred * centred).sum(dim=(0, 2, 3)), op=dist.ReduceOp.SUM, group=self.group) / count
+        var = _AllReduceSum.apply((centred * centred).sum(dim=(0, 2, 3)), self.group) / count
         if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
@@ -149,7 +166,7 @@ class AllReduceBatchNorm2d(nn.BatchNorm2d):
         return y
 
 
-def convert_batchnorm(module: nn.Module, group: object) -> nn.Module:
+def convert_batchnorm(module: nn.Module, group: Any) -> nn.Module:
     """Replace every ``BatchNorm2d`` of ``module`` by an :class:`AllReduceBatchNorm2d` on ``group``
     (parameters and buffers shared); returns the module (replaced if it is one)."""
     if type(module) is nn.BatchNorm2d:
@@ -196,6 +213,14 @@ def prepare_model(model: nn.Module, info: DistInfo, bn: str) -> nn.Module:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         else:
             model = convert_batchnorm(model, dist.new_group(backend="gloo"))
+    import inspect
+
     from torch.nn.parallel import DistributedDataParallel
+    # Rank 0's buffers are broadcast before every forward only with per-process statistics
+    # (with sync or frozen BatchNorm the processes' buffers are equal anyway); torch 2.14
+    # names the option forward_sync_buffers and deprecates broadcast_buffers.
+    sync_buffers = bn == "local"
+    option = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+              else "broadcast_buffers")
     return DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None,
-                                   broadcast_buffers=bn == "local", gradient_as_bucket_view=True)
+                                   gradient_as_bucket_view=True, **{option: sync_buffers})
