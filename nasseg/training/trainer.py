@@ -181,7 +181,7 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.config.grad_clip > 0:
-            for part, opt in self.optimisers.items():
+            for opt in self.optimisers.values():
                 self.scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]],
                                                self.config.grad_clip, foreach=True)
