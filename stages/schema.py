@@ -41,6 +41,7 @@ from nasseg.ranking import RankConfig
 from nasseg.evaluation_config import EvaluateParams
 from nasseg.search.runner import SearchConfig
 from nasseg.spaces import get_space
+from nasseg.training.config import TrainConfig
 
 from .params import DEFAULT_PARAMS, ParamsError, read_yaml, stage_parser, validate_section
 
@@ -110,6 +111,24 @@ class EvaluateSection(Config):
     cvpr: dict[str, EvaluateParams]
 
 
+class WACVTrain(Config):
+    """Section `train.wacv`: per dataset, one training config per preset name."""
+    cityscapes: dict[str, TrainConfig]
+    camvid: dict[str, TrainConfig]
+
+
+class CVPRTrain(Config):
+    """Section `train.cvpr`: per dataset, one training config per preset name."""
+    voc: dict[str, TrainConfig]
+    nyud: dict[str, TrainConfig]
+
+
+class TrainParams(Config):
+    """Section `train`: full training, per experiment and dataset (stages/train.py)."""
+    wacv: WACVTrain
+    cvpr: CVPRTrain
+
+
 class Params(Config):
     """The whole params.yaml: one field per section (a new stage's section is one more line)."""
     # which preset of each experiment (search.<experiment>.<preset>) the pipeline runs
@@ -121,17 +140,21 @@ class Params(Config):
     search: SearchParams
     rank: RankParams
     evaluate: EvaluateSection
+    train: TrainParams
 
     @model_validator(mode="after")
     def _preset_exists(self) -> Params:
-        for section in PER_EXPERIMENT:
-            for experiment in type(getattr(self, section)).model_fields:
-                presets = getattr(getattr(self, section), experiment)
-                if self.preset not in presets:
-                    raise ValueError(
-                        f"preset {self.preset!r} is not a preset of {section}.{experiment} (it has "
-                        f"{', '.join(sorted(presets))}); add {section}.{experiment}.{self.preset} or "
-                        "set preset to a name every experiment has")
+        sections = {f"{section}.{e}": getattr(getattr(self, section), e)
+                    for section in PER_EXPERIMENT for e in type(getattr(self, section)).model_fields}
+        for e in TrainParams.model_fields:
+            experiment = getattr(self.train, e)
+            sections.update({f"train.{e}.{d}": getattr(experiment, d) for d in type(experiment).model_fields})
+        for where, presets in sections.items():
+            if self.preset not in presets:
+                raise ValueError(
+                    f"preset {self.preset!r} is not a preset of {where} (it has "
+                    f"{', '.join(sorted(presets))}); add {where}.{self.preset} or "
+                    "set preset to a name every experiment has")
         return self
 
 

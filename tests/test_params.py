@@ -24,6 +24,7 @@ from nasseg.data.prepare import PrepareParams
 from nasseg.data.synthesize import SynthesizeParams
 from nasseg.search.config import DistillationConfig
 from nasseg.search.runner import SearchConfig
+from nasseg.training import EXPERIMENT_DATASETS, TrainConfig
 from stages import prepare as prepare_stage
 from stages.params import ParamsError, load_section
 from stages.schema import SCHEMA_FILE, SEARCH_PRESET, Params, load_params, main, schema_text
@@ -129,7 +130,7 @@ def test_missing_file(tmp_path):
     ("search.wacv.paper.space", "cvpr", r"search.wacv.paper.space: Input should be 'wacv' \(value: 'cvpr'\)"),
     ("build_ext.jobs", 2, r"build_ext.jobs: unknown key \(value: 2\); this section takes no keys$"),
     ("reports", {}, r"reports: unknown key \(value: \{\}\); the keys here are build_ext, data, evaluate, "
-                    r"prepare, preset, rank, search, synthesize$"),
+                    r"prepare, preset, rank, search, synthesize, train$"),
     ("rank.cvpr.paper.k", 0, r"rank.cvpr.paper.k: Input should be greater than or equal to 1 \(value: 0\)"),
     ("rank.wacv.ci.published", "arch2",
      r"rank.wacv.ci.published: Input should be 'arch0' or 'arch1' \(value: 'arch2'\)"),
@@ -158,6 +159,13 @@ def test_every_preset_of_the_real_file_validates():
     assert params.search.cvpr["default"].proxy.omit_classes == (0,)
     assert params.prepare == PrepareParams(workers=2, check_split_sizes="error", images="copy")
     assert params.synthesize.camvid.width == 240
+    for experiment, datasets in EXPERIMENT_DATASETS.items():
+        for dataset in datasets:
+            presets = getattr(getattr(params.train, experiment), dataset)
+            assert {"ci", "default", "paper"} <= set(presets)
+            for name, config in presets.items():
+                assert load_section(PARAMS, f"train.{experiment}.{dataset}.{name}", TrainConfig) == config
+    assert params.train.cvpr.nyud["paper"].task == "depth" and params.train.cvpr.voc["paper"].omit_classes == (0,)
 
 
 def test_preset_must_exist_in_every_experiment(tmp_path):
@@ -179,6 +187,11 @@ def test_preset_must_exist_in_every_experiment(tmp_path):
         load_params(write(tmp_path / "params.yaml", data))
     for experiment in ("wacv", "cvpr"):
         data["evaluate"][experiment]["quick"] = data["evaluate"][experiment]["default"]
+    with pytest.raises(ParamsError, match=r"preset 'quick' is not a preset of train.wacv.cityscapes"):
+        load_params(write(tmp_path / "params.yaml", data))
+    for experiment in data["train"].values():
+        for presets in experiment.values():
+            presets["quick"] = presets["default"]
     assert load_params(write(tmp_path / "params.yaml", data)).preset == "quick"
 
 
