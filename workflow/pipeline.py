@@ -51,6 +51,10 @@ DATASETS = ("voc", "nyud", "cityscapes", "camvid")
 SEARCH_DATA = {"wacv": "cityscapes", "cvpr": "voc"}
 DVC_YAML = ROOT / "dvc.yaml"
 PRESET = "${preset}"
+#: The datasets each experiment's architectures are trained on (the papers'), and the split
+#: each is scored on: the split the papers report (CamVid and NYUD: test; the others: val).
+TRAIN_DATA = {"wacv": ("cityscapes", "camvid"), "cvpr": ("voc", "nyud")}
+EVAL_SPLIT = {"cityscapes": "val", "camvid": "test", "voc": "val", "nyud": "test"}
 #: The ranking's reference slots, trained beside the top-k: the experiment's published
 #: genotype and a random genotype of its space (nasseg.ranking).
 REFERENCE_SLOTS = ("published", "random")
@@ -211,6 +215,46 @@ def rank_stages(config: Mapping[str, Any]) -> list[Stage]:
     return stages
 
 
+def train_stages(config: Mapping[str, Any]) -> list[Stage]:
+    """Full training and evaluation of every slot on each of the experiment's datasets."""
+    stages = []
+    for exp, datasets in TRAIN_DATA.items():
+        for ds in datasets:
+            for slot in slots(config, exp):
+                run, rep = f"runs/train/{exp}/{ds}/{slot}", f"reports/{exp}/train/{ds}/{slot}"
+                evaluated = f"reports/{exp}/evaluate/{ds}/{slot}"
+                genotype = f"reports/{exp}/rank/top/{slot}.json"
+                stages.append(Stage(
+                    name=f"train_{exp}_{ds}_{slot}",
+                    cmd=(f"python -m stages.train --experiment {exp} --dataset {ds} --genotype {genotype} "
+                         f"--data data/prepared/{ds} --out {run} --metrics {rep} --no-progress"),
+                    entry=("stages.train",),
+                    deps=("build/ext.json", f"data/prepared/{ds}", genotype),
+                    params=("preset", f"train.{exp}.{ds}.{PRESET}"),
+                    outs=(Out(f"{run}/model.pt"), Out(f"{run}/best.pt")),
+                    metrics=(f"{rep}/metrics.json",),
+                    plots=(f"{rep}/metrics.tsv",),
+                    gpus=1 if str(lookup(config, f"train.{exp}.{ds}.{PRESET}.device")).startswith("cuda") else 0,
+                    comment=f"Train slot {slot} of the {exp} ranking on {ds} in full (resumable).",
+                ))
+                segmentation = ds != "nyud"
+                stages.append(Stage(
+                    name=f"evaluate_{exp}_{ds}_{slot}",
+                    cmd=(f"python -m stages.evaluate --experiment {exp} --checkpoint {run}/best.pt "
+                         f"--data data/prepared/{ds} --split {EVAL_SPLIT[ds]} --out {evaluated}/metrics.json "
+                         "--no-progress"),
+                    entry=("stages.evaluate",),
+                    deps=("build/ext.json", f"data/prepared/{ds}", f"{run}/best.pt"),
+                    params=("preset", f"evaluate.{exp}.{PRESET}"),
+                    outs=(Out(f"{evaluated}/confusion_matrix.png", cache=False),) if segmentation else (),
+                    metrics=(f"{evaluated}/metrics.json",),
+                    plots=(f"{evaluated}/per_class_iou.csv",) if segmentation else (),
+                    comment=(f"Score the best checkpoint of slot {slot} on the {ds} {EVAL_SPLIT[ds]} split "
+                             "at full resolution."),
+                ))
+    return stages
+
+
 def stages(config: Mapping[str, Any]) -> list[Stage]:
     """Every stage of the pipeline for the parameters `config` (params.yaml).
 
@@ -220,7 +264,8 @@ def stages(config: Mapping[str, Any]) -> list[Stage]:
     (regenerate it then: ``python workflow/pipeline.py``; a test and the Snakefile
     check that it is current).
     """
-    return [*build_stages(), *data_stages(config), *search_stages(config), *rank_stages(config)]
+    return [*build_stages(), *data_stages(config), *search_stages(config), *rank_stages(config),
+            *train_stages(config)]
 
 
 def plot_definitions() -> list[dict[str, Any]]:
