@@ -27,7 +27,8 @@ root: a second is refused at once, naming the first.
 When training completes it publishes into <out>, all at once: model.pt (the final
 network) and best.pt (the best validation), both model files with their card
 (nasseg.checkpoint.load_model reads them), metrics.tsv (one row per epoch, for
-`dvc plots`) and metrics.json (best and last validation, parameters, time).
+`dvc plots`) and metrics.json (best and last validation, parameters, time); with
+--metrics DIR the last two go to DIR instead (the pipeline keeps them in reports/).
 
 Under torchrun (WORLD_SIZE > 1) the global batch_size is split over the processes
 (gloo on CPU, NCCL on CUDA); BatchNorm statistics are those of the global batch
@@ -94,7 +95,8 @@ def train(args: Any, root: Path, rank: int) -> dict[str, Any]:
         log.info("state folder %s", state)
     else:
         state = root / fingerprint(key)
-    return run_training(config, genotype, args.data, args.out, state_dir=state, progress=not args.no_progress)
+    return run_training(config, genotype, args.data, args.out, state_dir=state, metrics_dir=args.metrics,
+                        progress=not args.no_progress)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True, help="prepared dataset folder (with meta.json)")
     parser.add_argument("--out", type=Path, required=True,
                         help="output folder: model.pt, best.pt, metrics.tsv, metrics.json, written on completion")
+    parser.add_argument("--metrics", type=Path, default=None,
+                        help="folder for metrics.tsv and metrics.json (default: --out)")
     parser.add_argument("--state", type=Path, default=None,
                         help="state root; each parameter set resumes from its own folder in it "
                              "(default: .state/<out name> beside --out)")

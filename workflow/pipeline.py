@@ -268,11 +268,18 @@ def stages(config: Mapping[str, Any]) -> list[Stage]:
             *train_stages(config)]
 
 
-def plot_definitions() -> list[dict[str, Any]]:
+def plot_definitions(config: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Top-level `plots:` of dvc.yaml: how the plot files are drawn."""
-    return [{f"Search rewards per architecture ({exp.upper()})": {
-                "x": "id", "y": {f"reports/{exp}/search/rewards.csv": ["reward", "best_so_far"]}}}
-            for exp in SEARCH_DATA]
+    plots: list[dict[str, Any]] = [{f"Search rewards per architecture ({exp.upper()})": {
+        "x": "id", "y": {f"reports/{exp}/search/rewards.csv": ["reward", "best_so_far"]}}}
+        for exp in SEARCH_DATA]
+    for exp, datasets in TRAIN_DATA.items():
+        for ds in datasets:
+            score = "val_rmse" if ds == "nyud" else "val_miou"
+            plots.append({f"Full training, {score} per epoch ({exp.upper()}, {ds})": {
+                "x": "epoch",
+                "y": {f"reports/{exp}/train/{ds}/{slot}/metrics.tsv": [score] for slot in slots(config, exp)}}})
+    return plots
 
 
 # -- dvc.yaml ---------------------------------------------------------------------------
@@ -306,7 +313,7 @@ def render_dvc_yaml(config: Mapping[str, Any]) -> str:
             parts.append("".join(f"  # {line}\n" for line in textwrap.wrap(stage.comment, 86)))
         body = yaml.safe_dump({stage.name: dvc_stage(stage)}, sort_keys=False, width=100)
         parts.append("".join(f"  {line}\n" for line in body.splitlines()))
-    parts.append("\n" + yaml.safe_dump({"plots": plot_definitions()}, sort_keys=False, width=100))
+    parts.append("\n" + yaml.safe_dump({"plots": plot_definitions(config)}, sort_keys=False, width=100))
     return "".join(parts)
 
 

@@ -56,6 +56,7 @@ from ..evaluation import evaluate
 from ..io import atomic_directory, atomic_write_json, atomic_write_text
 from ..models import PretrainedWeightsUnavailable, build_segmenter, count_parameters, load_imagenet_encoder
 from ..models.weights import load_encoder_file
+from ..runtime import tune_malloc
 from ..spaces import space_of
 from ..spaces.base import Genotype
 from . import report
@@ -329,8 +330,10 @@ class Trainer:
                               params_without_aux=self.params_without_aux,
                               extra={"world_size": self.info.world, "device": self.device.type})
 
-    def publish(self, out_dir: str | os.PathLike, summary: dict[str, Any]) -> None:
-        """Write model.pt, best.pt, metrics.tsv and metrics.json into ``out_dir`` at once (rank 0)."""
+    def publish(self, out_dir: str | os.PathLike, summary: dict[str, Any],
+                metrics_dir: str | os.PathLike | None = None) -> None:
+        """Write model.pt, best.pt, metrics.tsv and metrics.json into ``out_dir`` at once (rank 0);
+        with ``metrics_dir``, the two metrics files go there instead (each written atomically)."""
         if not self.info.is_main:
             return
         last = next((r for r in reversed(self.progress.rows) if r.get("val")), None)
@@ -338,23 +341,28 @@ class Trainer:
             save_model(tmp / "model.pt", self.card, self.module, epoch=len(self.progress.rows),
                        scores=last["val"] if last else {})
             shutil.copyfile(self.state_dir / BEST_FILE, tmp / "best.pt")
-            atomic_write_text(tmp / "metrics.tsv", report.metrics_tsv(self.progress.rows, self.task))
-            atomic_write_json(tmp / "metrics.json", summary)
+            where = tmp if metrics_dir is None else Path(metrics_dir)
+            where.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(where / "metrics.tsv", report.metrics_tsv(self.progress.rows, self.task))
+            atomic_write_json(where / "metrics.json", summary)
 
 
 def run_training(config: TrainConfig, genotype: Genotype, data_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                 *, state_dir: str | os.PathLike, progress: bool = True) -> dict[str, Any]:
+                 *, state_dir: str | os.PathLike, metrics_dir: str | os.PathLike | None = None,
+                 progress: bool = True) -> dict[str, Any]:
     """Train ``genotype`` on the prepared dataset ``data_dir`` (or resume from ``state_dir``);
-    publish the outputs (:data:`OUTPUTS`) into ``out_dir``; return metrics.json's contents.
+    publish the outputs (:data:`OUTPUTS`) into ``out_dir`` (the metrics files into
+    ``metrics_dir`` when given); return metrics.json's contents.
 
     Under torchrun every process calls this; only rank 0 writes.
     """
+    tune_malloc()   # see nasseg.runtime
     info = setup(config.device)
     try:
         with _deterministic(config.deterministic):
             trainer = Trainer(config, genotype, data_dir, state_dir=state_dir, info=info, progress=progress)
             summary = trainer.fit()
-            trainer.publish(out_dir, summary)
+            trainer.publish(out_dir, summary, metrics_dir)
             barrier(info)
         return summary
     finally:
