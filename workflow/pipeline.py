@@ -268,6 +268,13 @@ def stages(config: Mapping[str, Any]) -> list[Stage]:
             *train_stages(config)]
 
 
+def final_outputs(config: Mapping[str, Any], exp: str) -> list[str]:
+    """What `reproduce_<exp>` asks for: the last outputs of each of the experiment's chains."""
+    last = ("rank_", "evaluate_")
+    return [path for stage in stages(config) if stage.name.startswith(last) and stage.name.split("_")[1] == exp
+            for path in (*stage.metrics, *(o.path for o in stage.outs))]
+
+
 def plot_definitions(config: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Top-level `plots:` of dvc.yaml: how the plot files are drawn."""
     plots: list[dict[str, Any]] = [{f"Search rewards per architecture ({exp.upper()})": {
