@@ -48,6 +48,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .errors import InputError
 from .io import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ MIN_SIDE = 32
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
-class ExportError(RuntimeError):
+class ExportError(InputError, RuntimeError):
     """A model that cannot be folded or exported, or an ONNX file that disagrees with PyTorch."""
 
 

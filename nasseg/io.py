@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .errors import InputError
+
 
 def _default_mode(folder: bool) -> int:
     """The mode a plain open()/mkdir() would give under the current umask.
@@ -88,7 +90,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
-class LockHeldError(RuntimeError):
+class LockHeldError(InputError, RuntimeError):
     """Another process holds the lock; the message names it."""
 
 

@@ -73,6 +73,7 @@ from typing import Any
 from pydantic import Field
 
 from .config import Config
+from .errors import InputError
 from .genotypes import Genotype, GenotypeError, genotype_from_dict, genotype_from_legacy
 from .io import atomic_directory, atomic_write_json, atomic_write_text
 from .search.failures import Status
@@ -106,7 +107,7 @@ class RankConfig(Config):
     published: str = Field(default="arch0", min_length=1)
 
 
-class RankError(ValueError):
+class RankError(InputError, ValueError):
     """Bad input to the ranking, or too few architectures; the message names the file."""
 
 

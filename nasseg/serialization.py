@@ -36,10 +36,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from .errors import InputError
+
 __all__ = ["CheckpointError", "safe_load", "SAFE_GLOBALS"]
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(InputError, RuntimeError):
     """A torch file refused (it would run code) or unreadable; the message names it and says why."""
 
 

@@ -35,7 +35,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .params import ParamsError, add_common_args, load_section, read_yaml, stage_parser
+from .params import ParamsError, add_common_args, exit_status, load_section, read_yaml, stage_parser
 
 if TYPE_CHECKING:
     from nasseg.evaluation_config import EvaluateParams
@@ -135,15 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = run(args)
     except Exception as exc:
-        from nasseg.data import DataError
-        from nasseg.genotypes import GenotypeError
-        from nasseg.serialization import CheckpointError
-
-        if isinstance(exc, (ParamsError, DataError, CheckpointError, GenotypeError, FileNotFoundError,
-                            ValueError)):
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        raise   # a bug: the traceback names the file and line; exit status 1
+        return exit_status(exc)
     if report["task"] == "segmentation":
         miou = report["miou"]
         print(f"{args.checkpoint} on {args.split} ({report['num_images']} images): mIoU "

@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .params import ParamsError, stage_parser
+from .params import ParamsError, exit_status, stage_parser
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -98,15 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = run(args)
     except Exception as exc:
-        from nasseg.export import ExportError
-        from nasseg.genotypes import GenotypeError
-        from nasseg.serialization import CheckpointError
-
-        if isinstance(exc, (ParamsError, CheckpointError, ExportError, GenotypeError, FileNotFoundError,
-                            ValueError)):
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        raise   # a bug: the traceback names the file and line; exit status 1
+        return exit_status(exc)
     diffs = ", ".join(f"{k}: {v:.2g}" for k, v in summary["check_max_abs_diff"].items()) or "not checked"
     print(f"wrote {args.out}; BatchNorm folded: {summary['batchnorm']['folded']}, "
           f"left as scale/shift: {len(summary['batchnorm']['affine'])}; "

@@ -14,6 +14,7 @@ library is built (build_ext) can use :func:`stage_parser`.
 from __future__ import annotations
 
 import argparse
+import sys
 import copy
 import types
 import typing
@@ -30,6 +31,22 @@ DEFAULT_PARAMS = Path("params.yaml")
 
 class ParamsError(ValueError):
     """A problem with params.yaml or a --set override; the message says where."""
+
+
+def exit_status(exc: Exception) -> int:
+    """A stage's exit status for ``exc``, called in its ``except`` clause.
+
+    An error that is the user's to fix (:class:`nasseg.errors.InputError`: bad data, a
+    missing or unreadable file, a folder in use; a ValueError such as a bad setting or
+    genotype; a missing file) is printed as ``error: <message>`` and gives 2. Anything else
+    is a bug and is raised again, so that its traceback names the file and line (exit 1).
+    """
+    from nasseg.errors import InputError
+
+    if isinstance(exc, (InputError, ValueError, FileNotFoundError)):
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    raise exc
 
 
 def stage_parser(prog: str, doc: str) -> argparse.ArgumentParser:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .evaluate import parse_scales
-from .params import ParamsError, stage_parser
+from .params import ParamsError, exit_status, stage_parser
 
 
 def run(args: Any) -> list[dict[str, Any]]:
@@ -70,15 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         records = run(args)
     except Exception as exc:
-        from nasseg.data import DataError
-        from nasseg.genotypes import GenotypeError
-        from nasseg.serialization import CheckpointError
-
-        if isinstance(exc, (ParamsError, DataError, CheckpointError, GenotypeError, FileNotFoundError,
-                            ValueError)):
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        raise   # a bug: the traceback names the file and line; exit status 1
+        return exit_status(exc)
     print(f"predicted {len(records)} images -> {args.out}", file=sys.stderr)
     return 0
 

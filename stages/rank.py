@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .params import ParamsError, add_common_args, load_section, read_yaml, stage_parser
+from .params import add_common_args, exit_status, load_section, read_yaml, stage_parser
 
 if TYPE_CHECKING:
     from nasseg.ranking import RankConfig
@@ -64,9 +64,8 @@ def main(argv: list[str] | None = None) -> int:
 
         config = load_config(args.params, args.experiment, args.overrides)
         metrics = rank_search(config, args.history, args.out, args.experiment, args.fmt)
-    except (ParamsError, ValueError, OSError) as exc:   # RankError, GenotypeError are ValueErrors
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:
+        return exit_status(exc)
     print(f"{metrics['num_sampled']} sampled, {metrics['num_unique']} unique, "
           f"{metrics['num_unique_successful']} successful; best reward {metrics['best_reward']:.4f}; "
           f"slots written to {args.out / 'top'}", file=sys.stderr)

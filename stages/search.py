@@ -36,9 +36,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nasseg.io import LockHeldError
-
-from .params import ParamsError, add_common_args, load_section, read_yaml, stage_parser
+from .params import add_common_args, exit_status, load_section, read_yaml, stage_parser
 from .state import code_digest, default_state_root, locked_root, state_folder
 
 if TYPE_CHECKING:
@@ -95,19 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with locked_root(args.state or default_state_root(args.out)) as root:
             summary = search(args, root)
-    except LockHeldError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except Exception as exc:
-        from nasseg.data import DataError
-        from nasseg.models import PretrainedWeightsUnavailable
-        from nasseg.search.failures import SearchAborted
-
-        if isinstance(exc, (ParamsError, DataError, PretrainedWeightsUnavailable, SearchAborted, ValueError,
-                            FileNotFoundError)):
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        raise   # a bug: the traceback names the file and line; exit status 1
+        return exit_status(exc)
     best = summary["best_reward"]
     counts = ", ".join(f"{n} {s}" for s, n in summary["status_counts"].items())
     print(f"evaluated {summary['num_evaluated']} architectures ({counts}); "

@@ -47,9 +47,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nasseg.io import LockHeldError
-
-from .params import ParamsError, add_common_args, load_section, read_yaml, stage_parser
+from .params import ParamsError, add_common_args, exit_status, load_section, read_yaml, stage_parser
 from .state import code_digest, default_state_root, fingerprint, locked_root, state_folder
 
 if TYPE_CHECKING:
@@ -126,19 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         # Only rank 0 holds the lock (the other processes of a torchrun job share its state).
         with (locked_root(root) if rank == 0 else contextlib.nullcontext(Path(root))) as locked:
             summary = train(args, locked, rank)
-    except LockHeldError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except Exception as exc:
-        from nasseg.data import DataError
-        from nasseg.models import PretrainedWeightsUnavailable, WeightsError
-        from nasseg.serialization import CheckpointError
-
-        if isinstance(exc, (ParamsError, DataError, PretrainedWeightsUnavailable, WeightsError, CheckpointError,
-                            ValueError, FileNotFoundError)):
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        raise   # a bug: the traceback names the file and line; exit status 1
+        return exit_status(exc)
     if rank == 0:
         best, last = summary["best"], summary["last"]
         name = summary["score"]

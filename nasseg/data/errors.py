@@ -7,6 +7,8 @@ CLIs print the message without a traceback and exit with status 2.
 """
 from __future__ import annotations
 
+from ..errors import InputError
 
-class DataError(ValueError):
+
+class DataError(InputError, ValueError):
     """Bad or missing input data; the message names the file and the fix."""

@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import InputError
 from ..serialization import safe_load
 from .encoder import MOBILENET_V2_STAGES, MobileNetV2Encoder, imagenet_state_dict
 
@@ -42,11 +43,11 @@ _FROM_ORIGINAL = [(re.compile(r"\._ops\.(?=.)"), ".nodes."), (re.compile(r"^deco
 _WRAPPER_KEYS = ("segmenter", "state_dict", "model", "net", "teacher")
 
 
-class WeightsError(RuntimeError):
+class WeightsError(InputError, RuntimeError):
     """A checkpoint that does not match the model; the message lists the differences."""
 
 
-class PretrainedWeightsUnavailable(RuntimeError):
+class PretrainedWeightsUnavailable(InputError, RuntimeError):
     """Pretrained weights could not be found locally nor downloaded."""
 
 

@@ -42,6 +42,7 @@ from enum import Enum
 import torch
 
 from ..data.errors import DataError
+from ..errors import InputError
 
 
 class Status(str, Enum):
@@ -71,7 +72,7 @@ class ArchitectureFailure(Exception):
         self.reason = reason
 
 
-class SearchAborted(RuntimeError):
+class SearchAborted(InputError, RuntimeError):
     """The search stopped on purpose; the message says why and what to do."""
 
 

@@ -29,13 +29,15 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
+from ..errors import InputError
+
 if TYPE_CHECKING:
     from torch import nn
 
 __all__ = ["Decision", "Genotype", "GenotypeError", "SearchSpace", "check", "check_index", "check_op"]
 
 
-class GenotypeError(ValueError):
+class GenotypeError(InputError, ValueError):
     """A genotype, action or space name that does not fit; the message says which field."""
 
 
