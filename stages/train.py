@@ -53,7 +53,8 @@ from .state import code_digest, default_state_root, fingerprint, locked_root, st
 if TYPE_CHECKING:
     from nasseg.training import TrainConfig
 
-#: The datasets of each experiment (nasseg.training.EXPERIMENT_DATASETS, without importing it).
+#: The datasets each experiment trains on, as the papers did (params.yaml: train.<experiment>.<dataset>;
+#: the pipeline's table, workflow/pipeline.py, trains each slot on each).
 DATASETS = {"wacv": ("cityscapes", "camvid"), "cvpr": ("voc", "nyud")}
 
 log = logging.getLogger("stages.train")

@@ -24,11 +24,12 @@ from nasseg.data.prepare import PrepareParams
 from nasseg.data.synthesize import SynthesizeParams
 from nasseg.search.config import DistillationConfig
 from nasseg.search.runner import SearchConfig
-from nasseg.training import EXPERIMENT_DATASETS, TrainConfig
+from nasseg.training import TrainConfig
 from stages import prepare as prepare_stage
 from stages.params import ParamsError, load_section
 from stages.schema import SCHEMA_FILE, SEARCH_PRESET, Params, load_params, main, schema_text
 from stages.search import load_config
+from stages.train import DATASETS as EXPERIMENT_DATASETS
 
 from conftest import ROOT, set_dotted
 

@@ -108,7 +108,9 @@ def test_exp_run_then_diffs_show_both_revisions(repo):
     points = rewards["content"]["data"]["values"]
     assert {(p["rev"], p["field"]) for p in points} == {
         (rev, field) for rev in ("HEAD", "workspace") for field in ("reward", "best_so_far")}
-    assert not [e for e in plots.get("errors", []) if "wacv" in e["source"]], plots["errors"]
+    # (the training curves' files do not exist: this repository ran the search only)
+    assert not [e for e in plots.get("errors", []) if e["source"].startswith("reports/wacv/search/")], \
+        plots["errors"]
     shown = json.loads(run_cli([DVC, "exp", "show", "--json"], repo).stdout)
     text = json.dumps(shown)
     assert '"agg_size": 8' in text and '"agg_size": 16' in text and "best_reward" in text

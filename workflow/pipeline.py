@@ -45,15 +45,15 @@ if str(ROOT) not in sys.path:
 import yaml  # noqa: E402
 
 from stages.imports import closure_files  # noqa: E402
+from stages.train import DATASETS as TRAIN_DATA  # noqa: E402  (the datasets each experiment trains on)
 
 DATASETS = ("voc", "nyud", "cityscapes", "camvid")
 #: The dataset each experiment searches on.
 SEARCH_DATA = {"wacv": "cityscapes", "cvpr": "voc"}
 DVC_YAML = ROOT / "dvc.yaml"
 PRESET = "${preset}"
-#: The datasets each experiment's architectures are trained on (the papers'), and the split
-#: each is scored on: the split the papers report (CamVid and NYUD: test; the others: val).
-TRAIN_DATA = {"wacv": ("cityscapes", "camvid"), "cvpr": ("voc", "nyud")}
+#: The split each training dataset is scored on: the split the papers report (CamVid and
+#: NYUD: test; the others: val).
 EVAL_SPLIT = {"cityscapes": "val", "camvid": "test", "voc": "val", "nyud": "test"}
 #: The ranking's reference slots, trained beside the top-k: the experiment's published
 #: genotype and a random genotype of its space (nasseg.ranking).

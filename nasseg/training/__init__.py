@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import EXPERIMENT_DATASETS, TrainConfig
+from .config import TrainConfig
 
-__all__ = ["TrainConfig", "EXPERIMENT_DATASETS", "Trainer", "run_training", "OUTPUTS"]
+__all__ = ["TrainConfig", "Trainer", "run_training", "OUTPUTS"]
 
 
 def __getattr__(name: str) -> Any:

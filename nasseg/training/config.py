@@ -26,11 +26,7 @@ from pydantic import Field, NonNegativeInt, PositiveFloat, model_validator
 
 from ..config import Config
 
-__all__ = ["TrainConfig", "EXPERIMENT_DATASETS", "Optimiser", "BatchNormMode"]
-
-#: The datasets each experiment trains on (params.yaml: ``train.<experiment>.<dataset>``).
-EXPERIMENT_DATASETS: dict[str, tuple[str, ...]] = {"wacv": ("cityscapes", "camvid"),
-                                                   "cvpr": ("voc", "nyud")}
+__all__ = ["TrainConfig", "Optimiser", "BatchNormMode"]
 
 Optimiser = Literal["sgd", "adam"]
 #: sync: statistics over the whole global batch (torch's SyncBatchNorm on CUDA, an
