@@ -56,6 +56,14 @@ def stage_parser(prog: str, doc: str) -> argparse.ArgumentParser:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
+def add_resumable_args(parser: argparse.ArgumentParser) -> None:
+    """Add a resumable stage's `--state DIR` and `--no-progress` options."""
+    parser.add_argument("--state", type=Path, default=None,
+                        help="state root; each parameter set resumes from its own folder in it "
+                             "(default: .state/<out name> beside --out)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """Add the `--params FILE` and repeatable `--set key=value` options."""
     parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS,

@@ -36,7 +36,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .params import add_common_args, exit_status, load_section, read_yaml, stage_parser
+from .params import add_common_args, add_resumable_args, exit_status, load_section, read_yaml, stage_parser
 from .state import code_digest, default_state_root, locked_root, state_folder
 
 if TYPE_CHECKING:
@@ -83,10 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="output folder: history.jsonl and summary.json, written on completion")
     parser.add_argument("--metrics", type=Path, default=None,
                         help="folder for metrics.json and rewards.csv (default: --out)")
-    parser.add_argument("--state", type=Path, default=None,
-                        help="state root; each parameter set resumes from its own folder in it "
-                             "(default: .state/<out name> beside --out)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_resumable_args(parser)
     add_common_args(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -47,7 +47,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .params import ParamsError, add_common_args, exit_status, load_section, read_yaml, stage_parser
+from .params import (ParamsError, add_common_args, add_resumable_args, exit_status, load_section, read_yaml,
+                     stage_parser)
 from .state import code_digest, default_state_root, fingerprint, locked_root, state_folder
 
 if TYPE_CHECKING:
@@ -111,10 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="output folder: model.pt, best.pt, metrics.tsv, metrics.json, written on completion")
     parser.add_argument("--metrics", type=Path, default=None,
                         help="folder for metrics.tsv and metrics.json (default: --out)")
-    parser.add_argument("--state", type=Path, default=None,
-                        help="state root; each parameter set resumes from its own folder in it "
-                             "(default: .state/<out name> beside --out)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_resumable_args(parser)
     add_common_args(parser)
     args = parser.parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))   # torchrun's; read before torch is imported

@@ -204,3 +204,28 @@ def set_dotted(mapping: dict, key: str, value: object) -> None:
         del node[last]
     else:
         node[last] = value
+
+
+def prepared_stand_in(tmp_path_factory, dataset: str, num_images: int, height: int, width: int,
+                      params: PrepareParams | None = None) -> Path:
+    """A synthetic `dataset` (seed 0) prepared in a fresh temporary folder; returns its prepared folder."""
+    from nasseg.data import synthesize_dataset
+
+    root = tmp_path_factory.mktemp(dataset)
+    synthesize_dataset(dataset, root / "raw", num_images=num_images, seed=0, height=height, width=width)
+    if params is None:
+        prepare_dataset(dataset, root / "raw", root / "prepared")
+    else:
+        prepare_dataset(dataset, root / "raw", root / "prepared", params)
+    return root / "prepared"
+
+
+def constant_model(card, value: torch.Tensor) -> torch.nn.Module:
+    """`card`'s network (a nasseg.checkpoint.ModelCard) whose classifier outputs `value`
+    (one number per output channel) everywhere, in eval mode."""
+    torch.manual_seed(0)
+    model = card.build().eval()
+    with torch.no_grad():
+        model.decoder.conv_clf.weight.zero_()
+        model.decoder.conv_clf.bias.copy_(value)
+    return model

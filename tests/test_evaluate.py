@@ -20,7 +20,7 @@ from PIL import Image
 from torch import nn
 
 from nasseg.checkpoint import ModelCard, save_model
-from nasseg.data import PrepareParams, PreparedDataset, eval_transform, prepare_dataset, synthesize_dataset
+from nasseg.data import PrepareParams, PreparedDataset, eval_transform
 from nasseg.data.classes import class_info
 from nasseg.evaluation import evaluate
 from nasseg.evaluation_config import EvaluateParams
@@ -31,6 +31,8 @@ from nasseg.reports import CONFUSION_PNG, IOU_CSV
 from stages.evaluate import main
 from stages.params import load_section
 
+from conftest import constant_model, prepared_stand_in
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -40,28 +42,13 @@ CS = class_info("cityscapes")
 
 @pytest.fixture(scope="module")
 def cityscapes(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("cs")
-    synthesize_dataset("cityscapes", root / "raw", num_images=5, seed=0, height=48, width=96)
-    prepare_dataset("cityscapes", root / "raw", root / "prepared", PREP)
-    return root / "prepared"
+    return prepared_stand_in(tmp_path_factory, "cityscapes", 5, 48, 96, PREP)
 
 
 @pytest.fixture(scope="module")
 def nyud(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("nyud")
-    synthesize_dataset("nyud", root / "raw", num_images=4, seed=0, height=40, width=56)
-    prepare_dataset("nyud", root / "raw", root / "prepared", PREP)
-    return root / "prepared"
+    return prepared_stand_in(tmp_path_factory, "nyud", 4, 40, 56, PREP)
 
-
-def constant_model(card: ModelCard, value: torch.Tensor) -> nn.Module:
-    """card's network whose classifier outputs `value` (per channel) everywhere."""
-    torch.manual_seed(0)
-    model = card.build().eval()
-    with torch.no_grad():
-        model.decoder.conv_clf.weight.zero_()
-        model.decoder.conv_clf.bias.copy_(value)
-    return model
 
 
 def class_file(path: Path, cls: int, genotype: str = "wacv/arch0", num_classes: int = 19) -> Path:

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 from nasseg.checkpoint import ModelCard, save_model
 from nasseg.data.classes import CAMVID_PALETTE, class_info
@@ -19,19 +18,13 @@ from nasseg.prediction import (authors_card, colorize, find_images, mask_png, ov
                                predict_files)
 from stages.predict import main
 
+from conftest import constant_model
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
 CS = class_info("cityscapes")
 
-
-def constant_model(card: ModelCard, value: torch.Tensor) -> nn.Module:
-    torch.manual_seed(0)
-    model = card.build().eval()
-    with torch.no_grad():
-        model.decoder.conv_clf.weight.zero_()
-        model.decoder.conv_clf.bias.copy_(value)
-    return model
 
 
 def class_card(**kw: object) -> ModelCard:

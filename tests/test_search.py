@@ -15,13 +15,14 @@ import torch
 import yaml
 from torch import nn
 
-from nasseg.data import prepare_dataset, synthesize_dataset
 from nasseg.models import Segmenter
 from nasseg.search import make_strategy
 from nasseg.search.failures import SearchAborted
 from nasseg.search.runner import run_search
 from nasseg.serialization import safe_load
 from stages.search import load_config
+
+from conftest import prepared_stand_in
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,10 +44,7 @@ SEARCH = {
 
 @pytest.fixture(scope="module")
 def cityscapes(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("cs")
-    synthesize_dataset("cityscapes", root / "raw", num_images=24, seed=0, height=64, width=128)
-    prepare_dataset("cityscapes", root / "raw", root / "prepared")
-    return root / "prepared"
+    return prepared_stand_in(tmp_path_factory, "cityscapes", 24, 64, 128)
 
 
 def write_params(path: Path, **changes) -> Path:

@@ -18,13 +18,15 @@ import yaml
 
 import nasseg
 from nasseg.checkpoint import load_model, read_model_file
-from nasseg.data import PreparedDataset, prepare_dataset, synthesize_dataset
+from nasseg.data import PreparedDataset
 from nasseg.evaluation import evaluate
 from nasseg.serialization import safe_load
 from nasseg.training import TrainConfig, run_training
 from nasseg.training.data import (BatchPlan, SeededSamples, epoch_order, make_train_loader, training_sets,
                                   val_batches)
 from stages.train import main as train_main
+
+from conftest import prepared_stand_in
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -43,18 +45,12 @@ BASE = {
 
 @pytest.fixture(scope="module")
 def cityscapes(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("cs")
-    synthesize_dataset("cityscapes", root / "raw", num_images=24, seed=0, height=64, width=128)
-    prepare_dataset("cityscapes", root / "raw", root / "prepared")
-    return root / "prepared"
+    return prepared_stand_in(tmp_path_factory, "cityscapes", 24, 64, 128)
 
 
 @pytest.fixture(scope="module")
 def nyud(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("nyud")
-    synthesize_dataset("nyud", root / "raw", num_images=16, seed=0, height=48, width=64)
-    prepare_dataset("nyud", root / "raw", root / "prepared")
-    return root / "prepared"
+    return prepared_stand_in(tmp_path_factory, "nyud", 16, 48, 64)
 
 
 def write_params(path: Path, experiment: str = "wacv", dataset: str = "cityscapes", **changes) -> Path:
