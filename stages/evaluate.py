@@ -35,6 +35,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .model_args import add_model_args, authors_card_of
 from .params import ParamsError, add_common_args, exit_status, load_section, read_yaml, stage_parser
 
 if TYPE_CHECKING:
@@ -82,15 +83,10 @@ def load_settings(args: argparse.Namespace) -> EvaluateParams:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from nasseg.data import read_meta
     from nasseg.evaluation import evaluate_checkpoint
-    from nasseg.prediction import authors_card
     from nasseg.reports import evaluation_report, write_report
 
     settings = load_settings(args)
-    card = None
-    if (args.genotype is None) != (args.num_classes is None):
-        raise ParamsError("--genotype and --num-classes go together (for an authors' checkpoint)")
-    if args.genotype is not None:
-        card = authors_card(args.genotype, args.num_classes, meta=read_meta(args.data))
+    card = authors_card_of(args, meta=read_meta(args.data) if args.genotype is not None else None)
     scores, card = evaluate_checkpoint(args.checkpoint, args.data, args.split, settings, card=card,
                                        expect_space=args.experiment, device=args.device,
                                        progress=not args.no_progress)
@@ -107,9 +103,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("python -m stages.evaluate", __doc__)
-    parser.add_argument("--checkpoint", type=Path, required=True,
-                        help="model file of the train stage, or an authors' checkpoint with "
-                             "--genotype and --num-classes")
+    add_model_args(parser)
     parser.add_argument("--data", type=Path, required=True, help="prepared dataset folder (with meta.json)")
     parser.add_argument("--split", required=True, help="split to score (val, test, ...)")
     parser.add_argument("--out", type=Path, required=True, help="metrics JSON to write")
@@ -124,10 +118,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="input scales averaged, e.g. 0.75,1,1.25 (default: 1, as the papers)")
     parser.add_argument("--workers", type=int, default=None, help="data-loading processes (default: 1)")
     parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
-    parser.add_argument("--genotype", default=None,
-                        help="for an authors' checkpoint: a published name (wacv/arch0) or genotype JSON")
-    parser.add_argument("--num-classes", type=int, default=None,
-                        help="for an authors' checkpoint: its output classes (1: NYUD depth)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_common_args(parser)
     args = parser.parse_args(argv)

@@ -29,7 +29,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .params import ParamsError, exit_status, stage_parser
+from .model_args import add_model_args, authors_card_of
+from .params import exit_status, stage_parser
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -49,12 +50,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from nasseg.checkpoint import load_model
     from nasseg.export import check_onnx, export_onnx, export_summary
     from nasseg.io import atomic_write_json
-    from nasseg.prediction import authors_card
 
-    if (args.genotype is None) != (args.num_classes is None):
-        raise ParamsError("--genotype and --num-classes go together (for an authors' checkpoint)")
-    card = authors_card(args.genotype, args.num_classes, dataset=args.dataset) \
-        if args.genotype is not None else None
+    card = authors_card_of(args, dataset=args.dataset)
     model, card = load_model(args.checkpoint, card)
     report = export_onnx(model, args.out, card=card, sample_size=args.sample_size, opset=args.opset)
     diffs = check_onnx(args.out, model, args.check_sizes, batch=args.check_batch, atol=args.atol,
@@ -68,9 +65,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("python -m stages.export", __doc__)
-    parser.add_argument("--checkpoint", type=Path, required=True,
-                        help="model file of the train stage, or an authors' checkpoint with "
-                             "--genotype and --num-classes")
+    add_model_args(parser)
     parser.add_argument("--out", type=Path, required=True, help="ONNX file to write")
     parser.add_argument("--check-sizes", type=_sizes, default=[(256, 512), (360, 480)],
                         metavar="HxW,...",
@@ -85,10 +80,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default: %(default)s)")
     parser.add_argument("--report", type=Path, default=None,
                         help="JSON report (default: --out with the suffix .json)")
-    parser.add_argument("--genotype", default=None,
-                        help="for an authors' checkpoint: a published name (wacv/arch0) or genotype JSON")
-    parser.add_argument("--num-classes", type=int, default=None,
-                        help="for an authors' checkpoint: its output classes (1: NYUD depth)")
     parser.add_argument("--dataset", default=None,
                         help="for an authors' checkpoint: the dataset whose class names go in the metadata")
     args = parser.parse_args(argv)

@@ -25,18 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from .evaluate import parse_scales
-from .params import ParamsError, exit_status, stage_parser
+from .model_args import add_model_args, authors_card_of
+from .params import exit_status, stage_parser
 
 
 def run(args: Any) -> list[dict[str, Any]]:
     from nasseg.checkpoint import load_model
-    from nasseg.prediction import authors_card, find_images, predict_files
+    from nasseg.prediction import find_images, predict_files
 
-    if (args.genotype is None) != (args.num_classes is None):
-        raise ParamsError("--genotype and --num-classes go together (for an authors' checkpoint)")
+    card = authors_card_of(args, dataset=args.dataset)
     find_images(args.inputs)   # a missing input fails before the model is loaded
-    card = authors_card(args.genotype, args.num_classes, dataset=args.dataset) \
-        if args.genotype is not None else None
     model, card = load_model(args.checkpoint, card)
     return predict_files(model, card, args.inputs, args.out, dataset=args.dataset, flip=args.flip,
                          scales=args.scales, alpha=args.alpha, device=args.device,
@@ -49,19 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("python -m stages.predict", __doc__)
     parser.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER",
                         help="image files and folders")
-    parser.add_argument("--checkpoint", type=Path, required=True,
-                        help="model file of the train stage, or an authors' checkpoint with "
-                             "--genotype and --num-classes")
+    add_model_args(parser)
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--flip", action="store_true", help="average with the mirrored image")
     parser.add_argument("--scales", type=parse_scales, default=(1.0,), metavar="S1,S2,...",
                         help="input scales averaged (default: 1)")
     parser.add_argument("--alpha", type=float, default=0.5, help="weight of the mask in the overlay")
     parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
-    parser.add_argument("--genotype", default=None,
-                        help="for an authors' checkpoint: a published name (wacv/arch0) or genotype JSON")
-    parser.add_argument("--num-classes", type=int, default=None,
-                        help="for an authors' checkpoint: its output classes (1: NYUD depth)")
     parser.add_argument("--dataset", choices=DATASETS, default=None,
                         help="class names and colours when the model file has none")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
