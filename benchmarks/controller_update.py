@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import platform
 import random
 import statistics
 import sys
@@ -48,6 +47,7 @@ from torch.utils.data.sampler import BatchSampler, SubsetRandomSampler
 # Run from a checkout without installing: put the repository root on the path.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from nasseg.runtime import machine  # noqa: E402
 from nasseg.search import PPOStrategy, StrategyConfig, make_strategy  # noqa: E402
 
 
@@ -201,17 +201,9 @@ def timed(fn: Callable[[], object]) -> float:
 
 
 def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    flags = next((ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")), "").split()
-                    simd = [f for f in ("avx2", "avx512f") if f in flags]
-                    return f"{name} ({', '.join(simd) or 'no AVX2'})"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """The processor and its vector extensions, for the header of the figures."""
+    info = machine()
+    return f"{info['cpu']} ({', '.join(info['vector']) or 'no AVX2'})"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -107,7 +107,7 @@ def main() -> None:
     import torch
 
     from nasseg.data import prepare_dataset, synthesize_dataset
-    from nasseg.search.kernels import machine
+    from nasseg.runtime import machine
     from nasseg.search.strategies import StrategyConfig, make_strategy
 
     torch.set_num_threads(args.threads)

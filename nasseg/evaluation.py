@@ -45,11 +45,6 @@ __all__ = ["EvaluateParams", "predict", "evaluate", "evaluate_checkpoint"]
 log = logging.getLogger(__name__)
 
 
-def _forward(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    out = model(images)
-    return out[0] if isinstance(out, tuple) else out   # a TrainOutput if left in train mode
-
-
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, size: tuple[int, int], *,
             flip: bool = False, scales: Sequence[float] = (1.0,)) -> torch.Tensor:
@@ -70,7 +65,7 @@ def predict(model: nn.Module, images: torch.Tensor, size: tuple[int, int], *,
             images, size=(max(1, round(h * scale)), max(1, round(w * scale))),
             mode="bilinear", align_corners=False)
         for mirrored in ((False, True) if flip else (False,)):
-            out = _forward(model, x.flip(-1) if mirrored else x)
+            out = model(x.flip(-1) if mirrored else x)   # eval mode: the logits alone
             out = F.interpolate(out.float(), size=size, mode="bilinear", align_corners=False)
             out = out.flip(-1) if mirrored else out
             total = out if total is None else total + out

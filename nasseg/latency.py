@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .runtime import machine
+
 __all__ = ["LatencyStats", "check_eval_mode", "measure", "environment"]
 
 
@@ -106,8 +108,6 @@ def measure(fn: Callable[[], object], *, device: str | torch.device = "cpu", war
 def environment(device: str | torch.device = "cpu") -> dict[str, Any]:
     """What a latency figure depends on: device, processor and its vector extensions,
     threads, library versions."""
-    from .search.kernels import machine
-
     info: dict[str, Any] = {**machine(), "python": platform.python_version(), "device": str(device)}
     if torch.device(device).type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))

@@ -1,4 +1,8 @@
-"""Process settings for training on the CPU: glibc's allocator kept from page-faulting.
+"""Process settings for training on the CPU, and what a measurement depends on.
+
+:func:`machine` names the processor, its vector extensions, torch and its threads:
+the key of every measured choice (:mod:`nasseg.search.kernels`) and the header of
+every benchmark figure.
 
 What: :func:`tune_malloc` raises three glibc ``malloc`` thresholds (``mallopt``):
 blocks up to 32 MiB come from the heap instead of a fresh ``mmap``, up to 1 GiB of
@@ -27,8 +31,10 @@ import ctypes
 import logging
 import os
 import platform
+from pathlib import Path
+from typing import Any
 
-__all__ = ["tune_malloc"]
+__all__ = ["tune_malloc", "machine"]
 
 log = logging.getLogger(__name__)
 
@@ -52,3 +58,23 @@ def tune_malloc() -> bool:
         if not _tuned:
             log.warning("mallopt refused the allocator settings; glibc's defaults are in effect")
     return _tuned
+
+
+def machine() -> dict[str, Any]:
+    """What a measurement depends on besides the network: processor and its vector
+    extensions (from /proc/cpuinfo where there is one), torch and its threads."""
+    import torch
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    vector = sorted(f for f in flags if f.startswith(("avx2", "avx512f", "avx512_bf16", "amx")))
+    return {"cpu": model, "vector": vector, "torch": torch.__version__,
+            "threads": torch.get_num_threads()}

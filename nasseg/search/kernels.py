@@ -19,18 +19,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from ..io import atomic_write_json
 from ..models import build_segmenter
-from ..runtime import tune_malloc
+from ..runtime import machine, tune_malloc
 from ..spaces import get_space
 from .config import ProxyConfig
 
@@ -46,23 +44,6 @@ MEASURE_BATCH = 2
 def cache_file() -> Path:
     root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return root / "nasseg" / "kernels.json"
-
-
-def machine() -> dict[str, Any]:
-    """What the measurement depends on besides the network: processor, libraries, threads."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    vector = sorted(f for f in flags if f.startswith(("avx2", "avx512f", "avx512_bf16", "amx")))
-    return {"cpu": model, "vector": vector, "torch": torch.__version__,
-            "threads": torch.get_num_threads()}
 
 
 def _time_steps(steps: dict[str, Callable[[], None]]) -> dict[str, float]:
