@@ -178,16 +178,22 @@ def test_sigkill_mid_epoch_and_resume_match_an_uninterrupted_run(cityscapes, tmp
     while not list(state_root.glob("*/key.json")):           # written once the run holds the lock
         assert time.monotonic() < deadline and proc.poll() is None, "training ended early"
         time.sleep(0.02)
-    # A second run on the same state is refused at once, naming the lock's holder.
-    second = subprocess.run([sys.executable, *train_cmd(params, cityscapes, out)], cwd=ROOT, env=cli_env(),
-                            capture_output=True, text=True, timeout=60)
+    # A second run on the same state is refused at once, naming the lock's holder. The first is
+    # paused meanwhile (it keeps its lock), so that a slow start of the second cannot let it finish.
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        second = subprocess.run([sys.executable, *train_cmd(params, cityscapes, out)], cwd=ROOT, env=cli_env(),
+                                capture_output=True, text=True, timeout=60)
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
     assert second.returncode == 2 and f"is in use by PID {proc.pid}" in second.stderr, second.stderr
     mid_epoch = None
-    while mid_epoch is None:                                 # killed right after a step checkpoint in epoch 2
+    while mid_epoch is None:                                 # killed right after a step checkpoint, mid-epoch
         assert time.monotonic() < deadline and proc.poll() is None, "training ended before the kill"
         for ckpt in state_root.glob("*/checkpoint.pt"):
             progress = safe_load(ckpt, "training state")["progress"]
-            if progress["epoch"] == 1 and progress["step"] > 0:
+            if progress["epoch"] >= 1 and progress["step"] > 0:
+                os.kill(proc.pid, signal.SIGSTOP)            # hold it where it was seen
                 mid_epoch = progress
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
