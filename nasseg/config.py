@@ -19,3 +19,20 @@ class Config(BaseModel):
     """A frozen, validated section of params.yaml that rejects unknown keys."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+#: The smallest input side of the networks (their strided layers need at least this much):
+#: the ONNX export's and the benchmark's sizes are checked against it.
+MIN_SIDE = 32
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"360x480"`` -> (360, 480): an input size, height by width, each at least :data:`MIN_SIDE`."""
+    parts = str(text).lower().split("x")
+    try:
+        h, w = (int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"{text!r}: expected an input size HEIGHTxWIDTH such as 360x480") from None
+    if h < MIN_SIDE or w < MIN_SIDE:
+        raise ValueError(f"{text!r}: the input must be at least {MIN_SIDE}x{MIN_SIDE}")
+    return h, w

@@ -48,6 +48,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .config import MIN_SIDE, parse_size
 from .errors import InputError
 from .io import atomic_write_bytes
 
@@ -63,8 +64,6 @@ log = logging.getLogger(__name__)
 DEFAULT_OPSET = 18
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
-#: The smallest input side the ONNX graph is exported for (see the module docstring).
-MIN_SIDE = 32
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
@@ -176,7 +175,7 @@ def fold_batchnorm(model: nn.Module, *, inplace: bool = False) -> tuple[nn.Modul
     if affine:
         log.info("BatchNorm with no convolution before it (per-channel scale/shift instead): %s",
                  ", ".join(affine))
-    return model, FoldReport(tuple(folded), tuple(affine))
+    return model.eval(), FoldReport(tuple(folded), tuple(affine))
 
 
 def remove_dead_branches(model: nn.Module) -> tuple[str, ...]:
@@ -213,21 +212,10 @@ def deployable(model: nn.Module) -> tuple[nn.Module, FoldReport]:
     model = copy.deepcopy(getattr(model, "_orig_mod", getattr(model, "module", model))).eval()
     removed = remove_dead_branches(model)
     model, report = fold_batchnorm(model, inplace=True)
+    model.eval()   # the identities and affines put in place of BatchNorms were made in train mode
     for p in model.parameters():
         p.requires_grad_(False)
     return model, FoldReport(report.folded, report.affine, removed)
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"256x512"`` -> (256, 512), height by width."""
-    parts = text.lower().split("x")
-    try:
-        h, w = (int(p) for p in parts)
-    except ValueError:
-        raise ValueError(f"{text!r}: expected an input size HEIGHTxWIDTH such as 256x512") from None
-    if h < MIN_SIDE or w < MIN_SIDE:
-        raise ValueError(f"{text!r}: the input must be at least {MIN_SIDE}x{MIN_SIDE}")
-    return h, w
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, *, card: ModelCard | None = None,

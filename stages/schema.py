@@ -38,6 +38,7 @@ from nasseg.config import Config
 from nasseg.data.prepare import PrepareParams
 from nasseg.data.synthesize import DataParams, SynthesizeParams
 from nasseg.ranking import RankConfig
+from nasseg.benchmark_config import BenchmarkParams
 from nasseg.evaluation_config import EvaluateParams
 from nasseg.search.runner import SearchConfig
 from nasseg.spaces import get_space
@@ -102,13 +103,19 @@ class RankParams(Config):
 
 #: The sections whose presets are per experiment (`<section>.<experiment>.<preset>`); `preset`
 #: must name a preset of each.
-PER_EXPERIMENT = ("search", "rank", "evaluate")
+PER_EXPERIMENT = ("search", "rank", "evaluate", "benchmark")
 
 
 class EvaluateSection(Config):
     """Section `evaluate`: per experiment, the evaluate stage's test-time settings per preset."""
     wacv: dict[str, EvaluateParams]
     cvpr: dict[str, EvaluateParams]
+
+
+class BenchmarkSection(Config):
+    """Section `benchmark`: per experiment, the latency benchmark's settings per preset."""
+    wacv: dict[str, BenchmarkParams]
+    cvpr: dict[str, BenchmarkParams]
 
 
 class WACVTrain(Config):
@@ -141,6 +148,7 @@ class Params(Config):
     rank: RankParams
     evaluate: EvaluateSection
     train: TrainParams
+    benchmark: BenchmarkSection
 
     @model_validator(mode="after")
     def _preset_exists(self) -> Params:

@@ -130,7 +130,7 @@ def test_missing_file(tmp_path):
      r"search.cvpr.paper.proxy.distillation: teacher: checkpoint needs 'path' to a checkpoint file"),
     ("search.wacv.paper.space", "cvpr", r"search.wacv.paper.space: Input should be 'wacv' \(value: 'cvpr'\)"),
     ("build_ext.jobs", 2, r"build_ext.jobs: unknown key \(value: 2\); this section takes no keys$"),
-    ("reports", {}, r"reports: unknown key \(value: \{\}\); the keys here are build_ext, data, evaluate, "
+    ("reports", {}, r"reports: unknown key \(value: \{\}\); the keys here are benchmark, build_ext, data, evaluate, "
                     r"prepare, preset, rank, search, synthesize, train$"),
     ("rank.cvpr.paper.k", 0, r"rank.cvpr.paper.k: Input should be greater than or equal to 1 \(value: 0\)"),
     ("rank.wacv.ci.published", "arch2",
@@ -188,6 +188,10 @@ def test_preset_must_exist_in_every_experiment(tmp_path):
         load_params(write(tmp_path / "params.yaml", data))
     for experiment in ("wacv", "cvpr"):
         data["evaluate"][experiment]["quick"] = data["evaluate"][experiment]["default"]
+    with pytest.raises(ParamsError, match=r"preset 'quick' is not a preset of benchmark.wacv"):
+        load_params(write(tmp_path / "params.yaml", data))
+    for experiment in ("wacv", "cvpr"):
+        data["benchmark"][experiment]["quick"] = data["benchmark"][experiment]["default"]
     with pytest.raises(ParamsError, match=r"preset 'quick' is not a preset of train.wacv.cityscapes"):
         load_params(write(tmp_path / "params.yaml", data))
     for experiment in data["train"].values():

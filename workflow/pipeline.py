@@ -255,6 +255,39 @@ def train_stages(config: Mapping[str, Any]) -> list[Stage]:
     return stages
 
 
+def trained_slots(config: Mapping[str, Any], exp: str) -> list[tuple[str, str, str]]:
+    """(dataset, slot, best checkpoint) of every network the experiment trains."""
+    return [(ds, slot, f"runs/train/{exp}/{ds}/{slot}/best.pt")
+            for ds in TRAIN_DATA[exp] for slot in slots(config, exp)]
+
+
+def benchmark_stages(config: Mapping[str, Any]) -> list[Stage]:
+    """Eval-mode latency of every trained network of each experiment, in one stage per experiment
+    (the networks are timed one after another, on a machine that runs nothing else meanwhile)."""
+    stages = []
+    for exp, datasets in TRAIN_DATA.items():
+        out = f"reports/{exp}/benchmark"
+        trained = trained_slots(config, exp)
+        checkpoints = " ".join(f"--checkpoint {ds}/{slot}={ckpt}" for ds, slot, ckpt in trained)
+        stages.append(Stage(
+            name=f"benchmark_{exp}",
+            cmd=(f"python -m stages.benchmark --experiment {exp} {checkpoints} --data-root data/prepared "
+                 f"--out {out}/latency.json --metrics {out}/metrics.json --no-progress"),
+            entry=("stages.benchmark",),
+            deps=("build/ext.json", *(f"data/prepared/{ds}" for ds in datasets),
+                  *(ckpt for _, _, ckpt in trained)),
+            params=("preset", f"benchmark.{exp}.{PRESET}"),
+            outs=(Out(f"{out}/latency.json", cache=False),),
+            metrics=(f"{out}/metrics.json",),
+            plots=(f"{out}/latency.csv",),
+            gpus=1 if str(lookup(config, f"benchmark.{exp}.{PRESET}.device")).startswith("cuda") else 0,
+            comment=(f"Eval-mode latency of every trained {exp} network per size and backend (BatchNorm "
+                     "folded, batch 1, each backend checked against eager first), params and FLOPs; int8's "
+                     "accuracy change on the validation split."),
+        ))
+    return stages
+
+
 def stages(config: Mapping[str, Any]) -> list[Stage]:
     """Every stage of the pipeline for the parameters `config` (params.yaml).
 
@@ -265,12 +298,12 @@ def stages(config: Mapping[str, Any]) -> list[Stage]:
     check that it is current).
     """
     return [*build_stages(), *data_stages(config), *search_stages(config), *rank_stages(config),
-            *train_stages(config)]
+            *train_stages(config), *benchmark_stages(config)]
 
 
 def final_outputs(config: Mapping[str, Any], exp: str) -> list[str]:
     """What `reproduce_<exp>` asks for: the last outputs of each of the experiment's chains."""
-    last = ("rank_", "evaluate_")
+    last = ("rank_", "evaluate_", "benchmark_")
     return [path for stage in stages(config) if stage.name.startswith(last) and stage.name.split("_")[1] == exp
             for path in (*stage.metrics, *(o.path for o in stage.outs))]
 
