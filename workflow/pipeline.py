@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
 import sys
 import textwrap
 from collections.abc import Mapping
@@ -357,6 +358,39 @@ def render_dvc_yaml(config: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
+# -- keeping DVC in step with Snakemake ----------------------------------------------------
+
+def upstream(config: Mapping[str, Any], names: list[str]) -> list[str]:
+    """The stages `names` and every stage whose outputs they read, transitively, in table order."""
+    table = stages(config)
+    producer = {path: stage.name for stage in table for path in stage.outputs()}
+    by_name = {stage.name: stage for stage in table}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise SystemExit(f"unknown stage(s) {', '.join(unknown)}; the stages are: {', '.join(by_name)}")
+    wanted, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name not in wanted:
+            wanted.add(name)
+            todo.extend(producer[d] for d in by_name[name].deps if d in producer)
+    return [stage.name for stage in table if stage.name in wanted]
+
+
+def sync_dvc(names: list[str], root: Path = ROOT) -> None:
+    """Record the stages `names` -- just run by Snakemake, so up to date -- in dvc.lock, their
+    cached outputs in DVC's cache (`dvc commit --force`), so that `dvc status` agrees.
+
+    Only stages whose every output exists are committed (a stage Snakemake skipped, such as
+    synthesize_<dataset> for a real download, has none to record).
+    """
+    table = {stage.name: stage for stage in stages(read_params(root / "params.yaml"))}
+    done = [n for n in names if n in table and all((root / p).exists() for p in table[n].outputs())]
+    if done:
+        subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet", *done], cwd=root, check=True)
+        print(f"dvc: recorded {len(done)} stage(s) in dvc.lock", file=sys.stderr)
+
+
 def read_params(path: Path = ROOT / "params.yaml") -> dict[str, Any]:
     return yaml.safe_load(path.read_text())
 
@@ -366,7 +400,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true",
                         help="do not write; exit 1 if dvc.yaml differs from the table")
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    parser.add_argument("--sync-dvc", nargs="+", metavar="STAGE",
+                        help="record these stages and all they depend on in dvc.lock (dvc commit), after "
+                             "Snakemake ran them; the Snakefile does it on success by itself, e.g. "
+                             "--sync-dvc report_wacv")
     args = parser.parse_args(argv)
+    if args.sync_dvc:
+        sync_dvc(upstream(read_params(args.params), args.sync_dvc))
+        return 0
     text = render_dvc_yaml(read_params(args.params))
     if args.check:
         if not DVC_YAML.is_file() or DVC_YAML.read_text() != text:
