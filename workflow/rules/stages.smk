@@ -2,6 +2,10 @@
 # dvc.yaml is written from). Inputs: the stage's code (the computed import closure of
 # its entry modules) and data; params: the values of the params.yaml keys it reads, so
 # that editing one reruns the stage and what follows; a log per rule.
+#
+# Software: the conda environment that `--software-deployment-method conda` builds for
+# every rule (workflow/envs/nasseg.yaml, the dependencies of pyproject.toml); without that
+# option the rules run in the environment Snakemake runs in (the project's .venv).
 
 for _stage in pipeline.stages(config):
     if not _stage.snakemake:
@@ -24,5 +28,7 @@ for _stage in pipeline.stages(config):
             gpu=_stage.gpus,
         log:
             f"logs/{_stage.name}.log",
+        conda:
+            "../envs/nasseg.yaml"
         shell:
             "{params.cmd} > {log} 2>&1"
