@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test reproduce clean
+.PHONY: venv test reproduce lint clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: $(STAMP)
 
 reproduce: $(STAMP)
 	. $(BIN)/activate && snakemake --cores 2 reproduce_wacv
+
+# Snakemake's checks of the workflow (tests/test_profiles.py asks for no findings)
+lint: $(STAMP)
+	. $(BIN)/activate && snakemake --lint
 
 clean:
 	rm -rf build nasseg/metrics/*.so nasseg/metrics/_confusion.c .snakemake

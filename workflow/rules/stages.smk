@@ -2,6 +2,18 @@
 # dvc.yaml is written from). Inputs: the stage's code (the computed import closure of
 # its entry modules) and data; params: the values of the params.yaml keys it reads, so
 # that editing one reruns the stage and what follows; a log per rule.
+#
+# Resources: `gpu` is the number of GPUs the stage uses (the search: its `devices`; a
+# training: its device), which a cluster profile turns into the job's GPU request
+# (workflow/profiles/slurm). `gpu_jobs` is 1 for every stage that uses a GPU: the
+# workstation profile (workflow/profiles/default) allows one such job at a time, since
+# each stage uses the devices its parameters name and Snakemake does not give local jobs
+# GPUs of their own. The Snakefile scopes `gpu_jobs` as local, so on a cluster each job
+# has its own and the limit does not hold jobs back there.
+#
+# Software: the conda environment that `--software-deployment-method conda` builds for
+# every rule (workflow/envs/nasseg.yaml, the dependencies of pyproject.toml); without that
+# option the rules run in the environment Snakemake runs in (the project's .venv).
 
 for _stage in pipeline.stages(config):
     if not _stage.snakemake:
@@ -22,7 +34,10 @@ for _stage in pipeline.stages(config):
             cmd=_stage.cmd,
         resources:
             gpu=_stage.gpus,
+            gpu_jobs=int(_stage.gpus > 0),
         log:
             f"logs/{_stage.name}.log",
+        conda:
+            "../envs/nasseg.yaml"
         shell:
             "{params.cmd} > {log} 2>&1"
