@@ -225,9 +225,14 @@ def train_stages(config: Mapping[str, Any]) -> list[Stage]:
                 run, rep = f"runs/train/{exp}/{ds}/{slot}", f"reports/{exp}/train/{ds}/{slot}"
                 evaluated = f"reports/{exp}/evaluate/{ds}/{slot}"
                 genotype = f"reports/{exp}/rank/top/{slot}.json"
+                section = lookup(config, f"train.{exp}.{ds}.{PRESET}")
+                processes = int(section.get("processes", 1))
+                launcher = (f"torchrun --standalone --nproc-per-node {processes} -m stages.train"
+                            if processes > 1 else "python -m stages.train")
+                on_gpu = str(section.get("device", "auto")).startswith("cuda")
                 stages.append(Stage(
                     name=f"train_{exp}_{ds}_{slot}",
-                    cmd=(f"python -m stages.train --experiment {exp} --dataset {ds} --genotype {genotype} "
+                    cmd=(f"{launcher} --experiment {exp} --dataset {ds} --genotype {genotype} "
                          f"--data data/prepared/{ds} --out {run} --metrics {rep} --no-progress"),
                     entry=("stages.train",),
                     deps=("build/ext.json", f"data/prepared/{ds}", genotype),
@@ -235,7 +240,7 @@ def train_stages(config: Mapping[str, Any]) -> list[Stage]:
                     outs=(Out(f"{run}/model.pt"), Out(f"{run}/best.pt")),
                     metrics=(f"{rep}/metrics.json",),
                     plots=(f"{rep}/metrics.tsv",),
-                    gpus=1 if str(lookup(config, f"train.{exp}.{ds}.{PRESET}.device")).startswith("cuda") else 0,
+                    gpus=processes if on_gpu else 0,
                     comment=f"Train slot {slot} of the {exp} ranking on {ds} in full (resumable).",
                 ))
                 segmentation = ds != "nyud"

@@ -97,6 +97,9 @@ class TrainConfig(Config):
     channels_last: bool = False                         # NHWC activations
     deterministic: bool = True                          # deterministic algorithms (CUDA: slower)
     device: Literal["auto", "cpu", "cuda"] = "auto"     # auto: CUDA when available
+    # processes of one training (DDP): the pipeline starts the stage through torchrun when > 1,
+    # and asks for that many GPUs when the device is cuda
+    processes: int = Field(default=1, ge=1, le=64)
     seed: int = 0
     num_workers: int = Field(default=2, ge=0)           # data-loading processes per training process
     checkpoint_every_steps: int = Field(default=0, ge=0)   # 0: at epoch ends only
