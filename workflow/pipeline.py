@@ -30,6 +30,7 @@ Conventions the table keeps:
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -391,9 +392,38 @@ def sync_dvc(names: list[str], root: Path = ROOT) -> None:
     """
     table = {stage.name: stage for stage in stages(read_params(root / "params.yaml"))}
     done = [n for n in names if n in table and all((root / p).exists() for p in table[n].outputs())]
-    if done:
-        subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet", *done], cwd=root, check=True)
-        print(f"dvc: recorded {len(done)} stage(s) in dvc.lock", file=sys.stderr)
+    if not done:
+        return
+    # `dvc commit` moves cached outputs into the cache and copies or links them back, which
+    # renews their modification times; put those back, or Snakemake would see every output
+    # newer than what was made from it and rerun the stages downstream.
+    times = {path: (st.st_atime_ns, st.st_mtime_ns) for stage in done for out in table[stage].outputs()
+             for path in _tree(root / out) for st in (path.stat(),)}
+    subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet", *done], cwd=root, check=True)
+    for path, ns in times.items():
+        if path.exists():
+            os.utime(path, ns=ns)
+    print(f"dvc: recorded {len(done)} stage(s) in dvc.lock", file=sys.stderr)
+
+
+def _tree(path: Path) -> list[Path]:
+    """`path` and, for a folder, everything in it (deepest first, so folders' times come last)."""
+    if not path.is_dir():
+        return [path]
+    return [*sorted(path.rglob("*"), key=lambda p: -len(p.parts)), path]
+
+
+def set_preset(path: Path, name: str) -> None:
+    """Set the top-level `preset:` of params file `path` to `name`, changing only that line."""
+    text = path.read_text()
+    presets = set(yaml.safe_load(text)["train"]["wacv"]["cityscapes"])
+    if name not in presets:
+        raise SystemExit(f"{path}: no preset {name!r} (the presets: {', '.join(sorted(presets))})")
+    new, count = re.subn(r"(?m)^preset:.*$", f"preset: {name}", text)
+    if count != 1:
+        raise SystemExit(f"{path}: expected one top-level `preset:` line, found {count}")
+    path.write_text(new)
+    print(f"{path}: preset {name}", file=sys.stderr)
 
 
 def read_params(path: Path = ROOT / "params.yaml") -> dict[str, Any]:
@@ -409,7 +439,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="record these stages and all they depend on in dvc.lock (dvc commit), after "
                              "Snakemake ran them; the Snakefile does it on success by itself, e.g. "
                              "--sync-dvc report_wacv")
+    parser.add_argument("--preset", metavar="NAME",
+                        help="switch the pipeline to preset NAME (default, paper, ci): set `preset:` in "
+                             "params.yaml, keeping its comments, and rewrite dvc.yaml for it")
     args = parser.parse_args(argv)
+    if args.preset:
+        set_preset(args.params, args.preset)
     if args.sync_dvc:
         sync_dvc(upstream(read_params(args.params), args.sync_dvc))
         return 0
