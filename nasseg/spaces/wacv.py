@@ -21,14 +21,15 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .base import Decision, Genotype, GenotypeError, SearchSpace, check, check_index, check_op
+from .base import (ArchitectureGraph, Decision, Genotype, GenotypeError, GraphEdge, GraphNode, GraphPanel,
+                   SearchSpace, check, check_index, check_op)
 
 if TYPE_CHECKING:
     from torch import nn
 
 __all__ = ["WACV_OPS", "AGG_OPS", "WACV_NUM_POOLS", "WACV_NUM_TEMPLATES", "WACV_NUM_LAYERS",
            "WACV_MAX_REPEATS", "ENCODER_STAGES", "Template", "TemplateLayer", "WACVGenotype", "WACVSpace",
-           "PUBLISHED", "SPACE"]
+           "PUBLISHED", "SPACE", "collected_layers"]
 
 # Ops and aggregations in the index order of the original notation.
 WACV_OPS: tuple[str, ...] = (
@@ -139,6 +140,48 @@ PUBLISHED: Mapping[str, WACVGenotype] = MappingProxyType({
 })
 
 
+def collected_layers(genotype: WACVGenotype) -> list[int]:
+    """The pool entries the decoder concatenates: the layers (pool index num_pools + l) that no
+    later layer reads (as :class:`~nasseg.models.wacv_decoder.TemplateDecoder`)."""
+    collect: list[int] = []
+    for l, layer in enumerate(genotype.layers):
+        collect = [c for c in collect if c not in (layer.input_a, layer.input_b)]
+        collect.append(genotype.num_pools + l)
+    return collect
+
+
+def _templates_panel(genotype: WACVGenotype) -> GraphPanel:
+    """Each template: op a on its first input, op b on its second, joined by the aggregation."""
+    nodes: list[GraphNode] = []
+    edges: list[GraphEdge] = []
+    for t, tpl in enumerate(genotype.templates):
+        nodes += [GraphNode(f"t{t}a", f"T{t} input a", "input"), GraphNode(f"t{t}b", f"T{t} input b", "input"),
+                  GraphNode(f"t{t}opa", tpl.op_a, "op"), GraphNode(f"t{t}opb", tpl.op_b, "op"),
+                  GraphNode(f"t{t}agg", tpl.aggregation, "merge")]
+        edges += [GraphEdge(f"t{t}a", f"t{t}opa"), GraphEdge(f"t{t}b", f"t{t}opb"),
+                  GraphEdge(f"t{t}opa", f"t{t}agg"), GraphEdge(f"t{t}opb", f"t{t}agg")]
+    return GraphPanel("templates", tuple(nodes), tuple(edges))
+
+
+def _structure_panel(genotype: WACVGenotype) -> GraphPanel:
+    """The encoder outputs, each layer (its template, repeats, stride) reading two pool entries,
+    and the concatenation of the layers that no later layer reads."""
+    read = {i for layer in genotype.layers for i in (layer.input_a, layer.input_b)}
+    nodes = [GraphNode(f"p{k}", f"encoder stage {stage}" + ("" if k in read else "\n(unused)"),
+                       "input" if k in read else "unused")
+             for k, stage in enumerate(ENCODER_STAGES[:genotype.num_pools])]
+    edges = []
+    for l, layer in enumerate(genotype.layers):
+        node = f"p{genotype.num_pools + l}"
+        label = f"layer {l + 1}: T{layer.template} x{layer.repeats}" + (
+            f"\nstride {layer.stride}" if layer.stride > 1 else "")
+        nodes.append(GraphNode(node, label, "merge"))
+        edges += [GraphEdge(f"p{layer.input_a}", node, "a"), GraphEdge(f"p{layer.input_b}", node, "b")]
+    nodes.append(GraphNode("out", "concat, 1x1, 3x3\n-> classes", "output"))
+    edges += [GraphEdge(f"p{k}", "out") for k in collected_layers(genotype)]
+    return GraphPanel("decoder structure", tuple(nodes), tuple(edges))
+
+
 class WACVSpace(SearchSpace[WACVGenotype]):
     """The WACV 2020 space (no auxiliary heads)."""
 
@@ -193,6 +236,11 @@ class WACVSpace(SearchSpace[WACVGenotype]):
             if isinstance(exc, GenotypeError):
                 raise
             raise GenotypeError(f"malformed wacv legacy genotype {nested!r}: {exc}") from exc
+
+    def graph(self, genotype: Genotype) -> ArchitectureGraph:
+        """Two panels: the templates, and the layer structure that places and repeats them."""
+        g = self.own(genotype)
+        return ArchitectureGraph((_templates_panel(g), _structure_panel(g)))
 
     def build_decoder(self, genotype: Genotype, in_channels: list[int], num_classes: int, *,
                       agg_size: int, repeats: int, aux_cell: bool) -> nn.Module:
