@@ -117,15 +117,16 @@ def main(argv: list[str] | None = None) -> int:
                              "strategies with; repeatable")
     parser.add_argument("--qualitative", type=int, default=3, metavar="N",
                         help="validation images shown per dataset (0: none; default: %(default)s)")
-    parser.add_argument("--moving-average", type=int, default=10, metavar="N",
-                        help="window of the search reward's moving average (default: %(default)s)")
+    parser.add_argument("--moving-average", type=int, default=None, metavar="N",
+                        help="window of the search reward's moving average (default: a twentieth of the "
+                             "architectures, 3 to 100)")
     parser.add_argument("--tradeoff-size", type=size_arg, default=None, metavar="HxW",
                         help="input size of the latency in the trade-off plots (default: the largest measured)")
     parser.add_argument("--device", default="cpu", help="torch device for the qualitative predictions "
                                                         "(default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    if args.qualitative < 0 or args.moving_average < 1:
+    if args.qualitative < 0 or (args.moving_average is not None and args.moving_average < 1):
         parser.error("--qualitative must be >= 0 and --moving-average >= 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

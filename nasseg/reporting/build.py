@@ -46,7 +46,7 @@ class ReportConfig:
     repo: Path = Path(".")
     metrics_files: tuple[Path, ...] = ()    # compared with git's HEAD
     qualitative: int = 3                    # images per dataset (0: none)
-    moving_average: int = 10
+    moving_average: int | None = None     # None: chosen from the number of architectures
     tradeoff_size: str | None = None
     latency_skipped: str = ""
     device: str = "cpu"

@@ -11,8 +11,9 @@ Conventions: figures measured here and figures quoted from the papers are never 
 in one row; a paper's row is styled ``published`` and says so in its first cell and its
 caption. Scores are shown as fractions with three or four decimals (mIoU 0.681 is the
 papers' 68.1); latency in milliseconds. Nothing here branches on a space's name: a
-space draws its own genotypes (:meth:`~nasseg.spaces.base.SearchSpace.graph`), and
-published figures are looked up by the space's name as data.
+space draws its own genotypes (:meth:`~nasseg.spaces.base.SearchSpace.graph`) and holds
+the papers' figures about its released architectures
+(:attr:`~nasseg.spaces.base.SearchSpace.published_figures`).
 """
 from __future__ import annotations
 
@@ -24,9 +25,8 @@ from typing import Any
 
 import yaml
 
-from ..published import published_figures
 from ..spaces import get_space
-from ..spaces.base import Genotype
+from ..spaces.base import Genotype, PublishedFigure
 from . import figures
 from .architecture import draw_graph
 from .baselines import ConstantBaseline
@@ -56,7 +56,7 @@ class ReportInputs:
     changes: Changes
     qualitative: Mapping[str, tuple[str, Samples]] = field(default_factory=dict)   # dataset -> (slot, samples)
     baselines: Mapping[str, ConstantBaseline] = field(default_factory=dict)        # dataset -> constant baseline
-    moving_average: int = 10
+    moving_average: int | None = None     # window; None: a twentieth of the architectures (3 to 100)
     tradeoff_size: str | None = None      # HxW; None: the largest size measured
     latency_skipped: str = ""             # why there is no latency file, when there is none
 
@@ -98,6 +98,11 @@ def quality_keys(task: str) -> tuple[str, ...]:
 def higher_is_better(score: str) -> bool:
     """Whether a larger value of ``score`` is better (errors such as RMSE: no)."""
     return score not in ("rmse", "rmse_log", "abs_rel", "sq_rel", "log10")
+
+
+def published_figures(kind: str, space: str) -> list[PublishedFigure]:
+    """The papers' figures of one kind (``quality``, ``latency``) about ``space``'s architectures."""
+    return [f for f in get_space(space).published_figures if f.kind == kind]
 
 
 def _published_name(genotype: Genotype) -> str | None:
@@ -143,10 +148,13 @@ def best_searched_slot(run: Run, ds: str) -> str | None:
 
 # -- 1. search ----------------------------------------------------------------------------------
 
-def search_section(run: Run, window: int) -> Section:
+def search_section(run: Run, window: int | None) -> Section:
     search = run.search
     s = search.summary
     records = search.records
+    if window is None:
+        window = max(3, min(100, round(len(records) / 20)))
+    window = max(1, min(window, len(records)))
     scored = [r for r in records if r.scored]
     best = max(scored, key=lambda r: r.reward) if scored else None
     strategies = " and ".join(search.strategies)
@@ -164,10 +172,10 @@ def search_section(run: Run, window: int) -> Section:
                         caption="Status counts: ok and early_stopped are scored; oom, nan and error are failures "
                                 "(their reward is the failure reward).", numeric=(False, True, True)))
     blocks.append(Image(f"{run.experiment}-search-rewards", figures.search_progress(
-        [r.id for r in records], [r.reward for r in records], [r.status for r in records],
-        window=max(1, min(window, len(records)))),
-        f"Reward of every sampled architecture in sampling order, the best so far and a moving average over "
-        f"{max(1, min(window, len(records)))} scored architectures."))
+        [r.id for r in records], [r.reward for r in records], [r.status for r in records], window=window),
+        f"Reward of every sampled architecture in sampling order (crosses: failed architectures at their "
+        f"failure reward), the best so far and a moving average over the last {window} architectures (failed "
+        "ones left out)."))
     with_params = [r for r in scored if r.params is not None]
     if with_params:
         top_ids = {i for slot in run.ranking.slots for i in _slot_ids(run, slot.name)}

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 __all__ = ["ArchitectureGraph", "Decision", "Genotype", "GenotypeError", "GraphEdge", "GraphNode", "GraphPanel",
-           "SearchSpace", "check", "check_index", "check_op"]
+           "PublishedFigure", "SearchSpace", "check", "check_index", "check_op"]
 
 
 class GenotypeError(InputError, ValueError):
@@ -121,6 +121,30 @@ class ArchitectureGraph:
     panels: tuple[GraphPanel, ...]
 
 
+@dataclass(frozen=True)
+class PublishedFigure:
+    """One number a paper published about one of a space's released architectures (``arch``).
+
+    ``kind`` is ``quality`` (``dataset``/``split``/``metric``: e.g. cityscapes val miou as a
+    fraction, RMSE in metres) or ``latency`` (``size`` as height x width, ``value`` in
+    milliseconds, ``std`` its spread, measured on ``device`` for the network of ``params``
+    parameters with ``num_classes`` outputs). ``source`` says where it is published. The
+    report shows these beside its own measurements, always labelled as the papers'.
+    """
+    kind: str
+    arch: str
+    value: float
+    source: str
+    dataset: str = ""
+    split: str = ""
+    metric: str = ""
+    size: tuple[int, int] | None = None
+    std: float | None = None
+    device: str = ""
+    num_classes: int | None = None
+    params: int | None = None
+
+
 class Genotype(ABC):
     """Base of every space's genotype.
 
@@ -159,7 +183,8 @@ class SearchSpace(ABC, Generic[G]):
       decoder reads, in order; the controller runs one unsampled step per output;
     - ``has_aux_cell``: whether :meth:`build_decoder` accepts ``aux_cell=True``
       (auxiliary cells in the auxiliary heads, CVPR 2019);
-    - ``published``: published genotypes by name (may be empty).
+    - ``published``: published genotypes by name (may be empty);
+    - ``published_figures``: what the papers report about them (quality, latency; may be empty).
 
     A space implements :attr:`decisions`, :meth:`encode`, :meth:`_decode` and
     :meth:`build_decoder`; sampling, ranges and the action length follow from the
@@ -172,6 +197,7 @@ class SearchSpace(ABC, Generic[G]):
     encoder_stages: tuple[int, ...]
     has_aux_cell: bool = False
     published: Mapping[str, G] = MappingProxyType({})
+    published_figures: tuple[PublishedFigure, ...] = ()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"

@@ -26,13 +26,14 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .base import (ArchitectureGraph, Decision, Genotype, GenotypeError, GraphEdge, GraphNode, GraphPanel,
-                   SearchSpace, check, check_index, check_op)
+                   PublishedFigure, SearchSpace, check, check_index, check_op)
 
 if TYPE_CHECKING:
     from torch import nn
 
 __all__ = ["CVPR_OPS", "CVPR_NUM_POOLS", "CVPR_CELL_LAYERS", "CVPR_DECODER_BLOCKS", "ENCODER_STAGES",
-           "CellLayer", "Connection", "CVPRGenotype", "CVPRSpace", "PUBLISHED", "SPACE", "cell_loose_ends",
+           "CellLayer", "Connection", "CVPRGenotype", "CVPRSpace", "PUBLISHED", "PUBLISHED_FIGURES", "SPACE",
+           "cell_loose_ends",
            "collected_blocks"]
 
 # Ops in the index order of the original notation.
@@ -133,6 +134,18 @@ PUBLISHED: Mapping[str, CVPRGenotype] = MappingProxyType({
 })
 
 
+_PAPER = "Nekrasov et al., CVPR 2019 (arXiv 1810.10804)"
+
+#: What the paper publishes about the released models (search-spaces.md, "Published quality"):
+#: PASCAL VOC val mIoU (a fraction) and NYUD-v2 test depth RMSE (metres). It publishes no latency.
+PUBLISHED_FIGURES: tuple[PublishedFigure, ...] = (
+    *(PublishedFigure("quality", arch, miou, _PAPER, dataset="voc", split="val", metric="miou")
+      for arch, miou in (("arch0", 0.780), ("arch1", 0.771), ("arch2", 0.773))),
+    *(PublishedFigure("quality", arch, rmse, _PAPER, dataset="nyud", split="test", metric="rmse")
+      for arch, rmse in (("arch0", 0.523), ("arch1", 0.526), ("arch2", 0.525))),
+)
+
+
 def cell_loose_ends(genotype: CVPRGenotype) -> list[int]:
     """The cell nodes whose sum is the cell's output: the first op (node 1) and each layer's
     sum node (3l + 1), less those a layer reads (as :class:`~nasseg.models.cvpr_decoder.ContextualCell`)."""
@@ -194,6 +207,7 @@ class CVPRSpace(SearchSpace[CVPRGenotype]):
     encoder_stages = ENCODER_STAGES
     has_aux_cell = True
     published = PUBLISHED
+    published_figures = PUBLISHED_FIGURES
 
     @cached_property
     def decisions(self) -> tuple[Decision, ...]:

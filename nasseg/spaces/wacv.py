@@ -22,14 +22,14 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .base import (ArchitectureGraph, Decision, Genotype, GenotypeError, GraphEdge, GraphNode, GraphPanel,
-                   SearchSpace, check, check_index, check_op)
+                   PublishedFigure, SearchSpace, check, check_index, check_op)
 
 if TYPE_CHECKING:
     from torch import nn
 
 __all__ = ["WACV_OPS", "AGG_OPS", "WACV_NUM_POOLS", "WACV_NUM_TEMPLATES", "WACV_NUM_LAYERS",
            "WACV_MAX_REPEATS", "ENCODER_STAGES", "Template", "TemplateLayer", "WACVGenotype", "WACVSpace",
-           "PUBLISHED", "SPACE", "collected_layers"]
+           "PUBLISHED", "PUBLISHED_FIGURES", "SPACE", "collected_layers"]
 
 # Ops and aggregations in the index order of the original notation.
 WACV_OPS: tuple[str, ...] = (
@@ -140,6 +140,33 @@ PUBLISHED: Mapping[str, WACVGenotype] = MappingProxyType({
 })
 
 
+_PAPER = "Nekrasov et al., WACV 2020 (arXiv 1904.02365)"
+_README = ("the authors' README, DrSleep/nas-segm-pytorch, 'Note on the runtime of WACV 2020 models' "
+           "(eval mode; it corrects the paper's figures, timed in training mode: 95.7 and 145 ms at 2048x1024)")
+
+
+def _latency(arch: str, size: tuple[int, int], ms: float, std: float, params: int) -> PublishedFigure:
+    return PublishedFigure("latency", arch, ms, _README, size=size, std=std, device="GTX 1080Ti",
+                           num_classes=19, params=params)
+
+
+#: What the paper and the authors' README publish about the released models (search-spaces.md,
+#: "Published quality", "Eval-mode latency"): mIoU as fractions; latency in ms, mean +- std, of the
+#: models with 19 classes in eval mode, batch 1, on one GTX 1080Ti, at height x width.
+PUBLISHED_FIGURES: tuple[PublishedFigure, ...] = (
+    PublishedFigure("quality", "arch0", 0.681, _PAPER, dataset="cityscapes", split="val", metric="miou"),
+    PublishedFigure("quality", "arch1", 0.695, _PAPER, dataset="cityscapes", split="val", metric="miou"),
+    PublishedFigure("quality", "arch0", 0.677, _PAPER, dataset="cityscapes", split="test", metric="miou"),
+    PublishedFigure("quality", "arch1", 0.678, _PAPER, dataset="cityscapes", split="test", metric="miou"),
+    PublishedFigure("quality", "arch0", 0.639, _PAPER, dataset="camvid", split="test", metric="miou"),
+    PublishedFigure("quality", "arch1", 0.632, _PAPER, dataset="camvid", split="test", metric="miou"),
+    _latency("arch0", (1024, 2048), 52.25, 0.03, 280_147),
+    _latency("arch1", (1024, 2048), 97.11, 0.24, 268_235),
+    _latency("arch0", (360, 480), 8.97, 0.10, 280_147),
+    _latency("arch1", (360, 480), 11.51, 0.14, 268_235),
+)
+
+
 def collected_layers(genotype: WACVGenotype) -> list[int]:
     """The pool entries the decoder concatenates: the layers (pool index num_pools + l) that no
     later layer reads (as :class:`~nasseg.models.wacv_decoder.TemplateDecoder`)."""
@@ -189,6 +216,7 @@ class WACVSpace(SearchSpace[WACVGenotype]):
     genotype_type = WACVGenotype
     encoder_stages = ENCODER_STAGES
     published = PUBLISHED
+    published_figures = PUBLISHED_FIGURES
 
     @cached_property
     def decisions(self) -> tuple[Decision, ...]:
