@@ -168,12 +168,12 @@ def compare_with_head(repo: str | Path, metrics_files: Sequence[str | Path], par
         metrics += diff_metrics(rel, old, current)
     params: list[Change] = []
     rel = _relative(Path(params_file), root)
-    committed = _show_head(root, rel) if rel is not None else None
-    if rel is not None and committed is not None:
-        old_params = yaml.safe_load(committed) or {}
+    committed_params = _show_head(root, rel) if rel is not None else None
+    if rel is not None and committed_params is not None:
+        old_params = yaml.safe_load(committed_params) or {}
         new_params = yaml.safe_load(Path(params_file).read_text()) or {}
         params = diff_params(rel, select_params(old_params), select_params(new_params))
-    if not compared and committed is None:
+    if not compared and committed_params is None:
         return Changes(state, f"no baseline: none of the {len(metrics_files)} metrics files nor "
                               f"{params_file} is committed at HEAD ({state.short})", (), (), (), tuple(new_files))
     return Changes(state, None, tuple(metrics), tuple(params), tuple(compared), tuple(new_files))

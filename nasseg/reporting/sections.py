@@ -493,12 +493,14 @@ def latency_section(run: Run, skipped: str) -> Section:
         f"timed. Environment: {env_text}.")]
     speedups = backend_speedups(run)
     verdict = []
+    winners: dict[str, tuple[str, float]] = {}
     for size in latency.sizes:
         fp32 = [(b, speedups[size, b]) for b in latency.backends if b != REFERENCE and b not in QUANTISED
                 and speedups[size, b][0] is not None]
         line = f"At **{size.replace('x', ' x ')}**: "
         if fp32:
             b, (geo, n, lo, hi) = max(fp32, key=lambda t: t[1][0])
+            winners[size] = (b, geo)
             line += (f"the fastest fp32 backend is **{b}**, **{geo:.2f}x** faster than eager (geometric mean over "
                      f"{n} model{'s' if n != 1 else ''}" + (f", {lo:.2f}x to {hi:.2f}x" if n > 1 else "") + ")")
         else:
@@ -510,7 +512,17 @@ def latency_section(run: Run, skipped: str) -> Section:
                 line += (f"; {q}: {geo_q:.2f}x" + (f", at a mean mIoU change of {_signed(sum(deltas) / len(deltas))}"
                                                    if deltas else ""))
         verdict.append(line + ".")
-    blocks.append(Paragraph("**Which backend won.** " + " ".join(verdict)))
+    names = {b for b, _ in winners.values()}
+    if len(names) == 1 and len(winners) == len(latency.sizes):
+        (name,) = names
+        gains = [g for _, g in winners.values()]
+        head = (f"**{name}** won at every size: {min(gains):.2f}x" + (f" to {max(gains):.2f}x" if len(gains) > 1 else "")
+                + " the speed of PyTorch eager (fp32). ")
+    elif winners:
+        head = "The fastest fp32 backend depends on the size. "
+    else:
+        head = "No backend besides eager ran. "
+    blocks.append(Paragraph("**Which backend won.** " + head + " ".join(verdict)))
     blocks.append(Image(f"{run.experiment}-latency-speedups", figures.latency_speedups(
         latency.sizes, [b for b in latency.backends if b != REFERENCE],
         {k: v[0] for k, v in speedups.items()}),
