@@ -5,9 +5,11 @@ that is specific to it: its genotype type, its op lists, the categorical
 *decisions* a controller takes to sample a genotype, the flat *action* encoding of
 a genotype (what the controllers, strategies and search history store), the
 encoder stages its decoder reads, the decoder builder and its published
-genotypes. The controllers, strategies, proxy training and the segmenter only talk
-to :class:`SearchSpace`, so adding a space needs no change outside its own module
-and one line in the registry (:mod:`nasseg.spaces`).
+genotypes, and the drawing of a genotype as a graph (:meth:`SearchSpace.graph`,
+plain nodes and edges that :mod:`nasseg.reporting.architecture` lays out without
+knowing the space). The controllers, strategies, proxy training, the segmenter and
+the report only talk to :class:`SearchSpace`, so adding a space needs no change
+outside its own module and one line in the registry (:mod:`nasseg.spaces`).
 
 Written for this project: the original code (DrSleep/nas-segm-pytorch) has one
 controller class, decoder and genotype list per space and no common interface.
@@ -34,7 +36,8 @@ from ..errors import InputError
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["Decision", "Genotype", "GenotypeError", "SearchSpace", "check", "check_index", "check_op"]
+__all__ = ["ArchitectureGraph", "Decision", "Genotype", "GenotypeError", "GraphEdge", "GraphNode", "GraphPanel",
+           "PublishedFigure", "SearchSpace", "check", "check_index", "check_op"]
 
 
 class GenotypeError(InputError, ValueError):
@@ -72,6 +75,74 @@ class Decision:
     size: int
     kind: str
     head: str
+
+
+@dataclass(frozen=True)
+class GraphNode:
+    """A box of an architecture drawing.
+
+    ``kind`` says how it is drawn: ``input`` (an encoder output, a cell's input),
+    ``op`` (an operation), ``merge`` (a sum, an aggregation, a block merging two
+    inputs), ``output`` (what the graph returns) or ``unused`` (an input nothing reads).
+    """
+    id: str
+    label: str
+    kind: str = "op"
+
+
+@dataclass(frozen=True)
+class GraphEdge:
+    """An arrow from node ``source`` to node ``target``, with an optional short label."""
+    source: str
+    target: str
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class GraphPanel:
+    """One drawing of a genotype: a titled directed acyclic graph."""
+    title: str
+    nodes: tuple[GraphNode, ...]
+    edges: tuple[GraphEdge, ...]
+
+    def __post_init__(self) -> None:
+        ids = [n.id for n in self.nodes]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"graph panel {self.title!r}: node ids must be distinct, got {ids}")
+        for e in self.edges:
+            if e.source not in ids or e.target not in ids:
+                raise ValueError(f"graph panel {self.title!r}: edge {e.source} -> {e.target} names an "
+                                 "unknown node")
+
+
+@dataclass(frozen=True)
+class ArchitectureGraph:
+    """A genotype drawn as one or more panels (a cell and the decoder that places it, say)."""
+    panels: tuple[GraphPanel, ...]
+
+
+@dataclass(frozen=True)
+class PublishedFigure:
+    """One number a paper published about one of a space's released architectures (``arch``).
+
+    ``kind`` is ``quality`` (``dataset``/``split``/``metric``: e.g. cityscapes val miou as a
+    fraction, RMSE in metres) or ``latency`` (``size`` as height x width, ``value`` in
+    milliseconds, ``std`` its spread, measured on ``device`` for the network of ``params``
+    parameters with ``num_classes`` outputs). ``source`` says where it is published. The
+    report shows these beside its own measurements, always labelled as the papers'.
+    """
+    kind: str
+    arch: str
+    value: float
+    source: str
+    dataset: str = ""
+    split: str = ""
+    metric: str = ""
+    size: tuple[int, int] | None = None
+    std: float | None = None
+    device: str = ""
+    num_classes: int | None = None
+    params: int | None = None
 
 
 class Genotype(ABC):
@@ -112,7 +183,8 @@ class SearchSpace(ABC, Generic[G]):
       decoder reads, in order; the controller runs one unsampled step per output;
     - ``has_aux_cell``: whether :meth:`build_decoder` accepts ``aux_cell=True``
       (auxiliary cells in the auxiliary heads, CVPR 2019);
-    - ``published``: published genotypes by name (may be empty).
+    - ``published``: published genotypes by name (may be empty);
+    - ``published_figures``: what the papers report about them (quality, latency; may be empty).
 
     A space implements :attr:`decisions`, :meth:`encode`, :meth:`_decode` and
     :meth:`build_decoder`; sampling, ranges and the action length follow from the
@@ -125,6 +197,7 @@ class SearchSpace(ABC, Generic[G]):
     encoder_stages: tuple[int, ...]
     has_aux_cell: bool = False
     published: Mapping[str, G] = MappingProxyType({})
+    published_figures: tuple[PublishedFigure, ...] = ()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
@@ -200,6 +273,14 @@ class SearchSpace(ABC, Generic[G]):
             known = ", ".join(f"{self.name}/{n}" for n in self.published) or "none"
             raise KeyError(f"no published genotype {self.name}/{name}; known: {known}")
         return self.published[name]
+
+    def graph(self, genotype: Genotype) -> ArchitectureGraph:
+        """``genotype`` as nodes and edges, for drawing (its cells and their connections).
+
+        The papers' spaces implement it; a space that does not raises
+        NotImplementedError and the report shows its genotype as text instead.
+        """
+        raise NotImplementedError(f"the {self.name} space does not describe its genotypes as graphs")
 
     # -- models ------------------------------------------------------------------
 

@@ -25,13 +25,16 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .base import Decision, Genotype, GenotypeError, SearchSpace, check, check_index, check_op
+from .base import (ArchitectureGraph, Decision, Genotype, GenotypeError, GraphEdge, GraphNode, GraphPanel,
+                   PublishedFigure, SearchSpace, check, check_index, check_op)
 
 if TYPE_CHECKING:
     from torch import nn
 
 __all__ = ["CVPR_OPS", "CVPR_NUM_POOLS", "CVPR_CELL_LAYERS", "CVPR_DECODER_BLOCKS", "ENCODER_STAGES",
-           "CellLayer", "Connection", "CVPRGenotype", "CVPRSpace", "PUBLISHED", "SPACE"]
+           "CellLayer", "Connection", "CVPRGenotype", "CVPRSpace", "PUBLISHED", "PUBLISHED_FIGURES", "SPACE",
+           "cell_loose_ends",
+           "collected_blocks"]
 
 # Ops in the index order of the original notation.
 CVPR_OPS: tuple[str, ...] = (
@@ -131,6 +134,71 @@ PUBLISHED: Mapping[str, CVPRGenotype] = MappingProxyType({
 })
 
 
+_PAPER = "Nekrasov et al., CVPR 2019 (arXiv 1810.10804)"
+
+#: What the paper publishes about the released models (search-spaces.md, "Published quality"):
+#: PASCAL VOC val mIoU (a fraction) and NYUD-v2 test depth RMSE (metres). It publishes no latency.
+PUBLISHED_FIGURES: tuple[PublishedFigure, ...] = (
+    *(PublishedFigure("quality", arch, miou, _PAPER, dataset="voc", split="val", metric="miou")
+      for arch, miou in (("arch0", 0.780), ("arch1", 0.771), ("arch2", 0.773))),
+    *(PublishedFigure("quality", arch, rmse, _PAPER, dataset="nyud", split="test", metric="rmse")
+      for arch, rmse in (("arch0", 0.523), ("arch1", 0.526), ("arch2", 0.525))),
+)
+
+
+def cell_loose_ends(genotype: CVPRGenotype) -> list[int]:
+    """The cell nodes whose sum is the cell's output: the first op (node 1) and each layer's
+    sum node (3l + 1), less those a layer reads (as :class:`~nasseg.models.cvpr_decoder.ContextualCell`)."""
+    loose = [1]
+    for l, layer in enumerate(genotype.layers, start=1):
+        loose = [n for n in loose if n not in (layer.input_a, layer.input_b)]
+        loose.append(3 * l + 1)
+    return loose
+
+
+def collected_blocks(genotype: CVPRGenotype) -> list[int]:
+    """The pool entries the decoder concatenates: the blocks (pool index num_pools + b) that no
+    later block reads (as :class:`~nasseg.models.cvpr_decoder.CVPRDecoder`)."""
+    collect: list[int] = []
+    for b, conn in enumerate(genotype.connections):
+        collect = [c for c in collect if c not in (conn.input_a, conn.input_b)]
+        collect.append(genotype.num_pools + b)
+    return collect
+
+
+def _cell_panel(genotype: CVPRGenotype) -> GraphPanel:
+    """The contextual cell: node 0 its input, 1 the first op, then per layer l the two ops
+    (3l - 1, 3l) and their sum (3l + 1); the output sums the loose ends."""
+    nodes = [GraphNode("n0", "cell input", "input"), GraphNode("n1", genotype.first_op, "op")]
+    edges = [GraphEdge("n0", "n1")]
+    for l, layer in enumerate(genotype.layers, start=1):
+        a, b, total = 3 * l - 1, 3 * l, 3 * l + 1
+        nodes += [GraphNode(f"n{a}", layer.op_a, "op"), GraphNode(f"n{b}", layer.op_b, "op"),
+                  GraphNode(f"n{total}", f"layer {l} sum", "merge")]
+        edges += [GraphEdge(f"n{layer.input_a}", f"n{a}"), GraphEdge(f"n{layer.input_b}", f"n{b}"),
+                  GraphEdge(f"n{a}", f"n{total}"), GraphEdge(f"n{b}", f"n{total}")]
+    nodes.append(GraphNode("out", "cell output (sum)", "output"))
+    edges += [GraphEdge(f"n{n}", "out") for n in cell_loose_ends(genotype)]
+    return GraphPanel("contextual cell", tuple(nodes), tuple(edges))
+
+
+def _decoder_panel(genotype: CVPRGenotype) -> GraphPanel:
+    """The decoder: the encoder outputs, each block merging two pool entries through a cell
+    each, and the concatenation of the blocks that no later block reads."""
+    read = {i for conn in genotype.connections for i in (conn.input_a, conn.input_b)}
+    nodes = [GraphNode(f"p{k}", f"encoder stage {stage}" + ("" if k in read else "\n(unused)"),
+                       "input" if k in read else "unused")
+             for k, stage in enumerate(ENCODER_STAGES[:genotype.num_pools])]
+    edges = []
+    for b, conn in enumerate(genotype.connections):
+        block = f"p{genotype.num_pools + b}"
+        nodes.append(GraphNode(block, f"block {b + 1}\ncell + cell", "merge"))
+        edges += [GraphEdge(f"p{conn.input_a}", block, "a"), GraphEdge(f"p{conn.input_b}", block, "b")]
+    nodes.append(GraphNode("out", "concat, 1x1, 3x3\n-> classes", "output"))
+    edges += [GraphEdge(f"p{k}", "out") for k in collected_blocks(genotype)]
+    return GraphPanel("decoder", tuple(nodes), tuple(edges))
+
+
 class CVPRSpace(SearchSpace[CVPRGenotype]):
     """The CVPR 2019 space; search-time decoder widths: agg_size 48, repeats 1, aux cell on."""
 
@@ -139,6 +207,7 @@ class CVPRSpace(SearchSpace[CVPRGenotype]):
     encoder_stages = ENCODER_STAGES
     has_aux_cell = True
     published = PUBLISHED
+    published_figures = PUBLISHED_FIGURES
 
     @cached_property
     def decisions(self) -> tuple[Decision, ...]:
@@ -195,6 +264,11 @@ class CVPRSpace(SearchSpace[CVPRGenotype]):
             if isinstance(exc, GenotypeError):
                 raise
             raise GenotypeError(f"malformed cvpr legacy genotype {nested!r}: {exc}") from exc
+
+    def graph(self, genotype: Genotype) -> ArchitectureGraph:
+        """Two panels: the contextual cell, and the decoder blocks with their connections."""
+        g = self.own(genotype)
+        return ArchitectureGraph((_cell_panel(g), _decoder_panel(g)))
 
     def build_decoder(self, genotype: Genotype, in_channels: list[int], num_classes: int, *,
                       agg_size: int, repeats: int, aux_cell: bool) -> nn.Module:

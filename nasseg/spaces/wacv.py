@@ -21,14 +21,15 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .base import Decision, Genotype, GenotypeError, SearchSpace, check, check_index, check_op
+from .base import (ArchitectureGraph, Decision, Genotype, GenotypeError, GraphEdge, GraphNode, GraphPanel,
+                   PublishedFigure, SearchSpace, check, check_index, check_op)
 
 if TYPE_CHECKING:
     from torch import nn
 
 __all__ = ["WACV_OPS", "AGG_OPS", "WACV_NUM_POOLS", "WACV_NUM_TEMPLATES", "WACV_NUM_LAYERS",
            "WACV_MAX_REPEATS", "ENCODER_STAGES", "Template", "TemplateLayer", "WACVGenotype", "WACVSpace",
-           "PUBLISHED", "SPACE"]
+           "PUBLISHED", "PUBLISHED_FIGURES", "SPACE", "collected_layers"]
 
 # Ops and aggregations in the index order of the original notation.
 WACV_OPS: tuple[str, ...] = (
@@ -139,6 +140,75 @@ PUBLISHED: Mapping[str, WACVGenotype] = MappingProxyType({
 })
 
 
+_PAPER = "Nekrasov et al., WACV 2020 (arXiv 1904.02365)"
+_README = ("the authors' README, DrSleep/nas-segm-pytorch, 'Note on the runtime of WACV 2020 models' "
+           "(eval mode; it corrects the paper's figures, timed in training mode: 95.7 and 145 ms at 2048x1024)")
+
+
+def _latency(arch: str, size: tuple[int, int], ms: float, std: float, params: int) -> PublishedFigure:
+    return PublishedFigure("latency", arch, ms, _README, size=size, std=std, device="GTX 1080Ti",
+                           num_classes=19, params=params)
+
+
+#: What the paper and the authors' README publish about the released models (search-spaces.md,
+#: "Published quality", "Eval-mode latency"): mIoU as fractions; latency in ms, mean +- std, of the
+#: models with 19 classes in eval mode, batch 1, on one GTX 1080Ti, at height x width.
+PUBLISHED_FIGURES: tuple[PublishedFigure, ...] = (
+    PublishedFigure("quality", "arch0", 0.681, _PAPER, dataset="cityscapes", split="val", metric="miou"),
+    PublishedFigure("quality", "arch1", 0.695, _PAPER, dataset="cityscapes", split="val", metric="miou"),
+    PublishedFigure("quality", "arch0", 0.677, _PAPER, dataset="cityscapes", split="test", metric="miou"),
+    PublishedFigure("quality", "arch1", 0.678, _PAPER, dataset="cityscapes", split="test", metric="miou"),
+    PublishedFigure("quality", "arch0", 0.639, _PAPER, dataset="camvid", split="test", metric="miou"),
+    PublishedFigure("quality", "arch1", 0.632, _PAPER, dataset="camvid", split="test", metric="miou"),
+    _latency("arch0", (1024, 2048), 52.25, 0.03, 280_147),
+    _latency("arch1", (1024, 2048), 97.11, 0.24, 268_235),
+    _latency("arch0", (360, 480), 8.97, 0.10, 280_147),
+    _latency("arch1", (360, 480), 11.51, 0.14, 268_235),
+)
+
+
+def collected_layers(genotype: WACVGenotype) -> list[int]:
+    """The pool entries the decoder concatenates: the layers (pool index num_pools + l) that no
+    later layer reads (as :class:`~nasseg.models.wacv_decoder.TemplateDecoder`)."""
+    collect: list[int] = []
+    for l, layer in enumerate(genotype.layers):
+        collect = [c for c in collect if c not in (layer.input_a, layer.input_b)]
+        collect.append(genotype.num_pools + l)
+    return collect
+
+
+def _templates_panel(genotype: WACVGenotype) -> GraphPanel:
+    """Each template: op a on its first input, op b on its second, joined by the aggregation."""
+    nodes: list[GraphNode] = []
+    edges: list[GraphEdge] = []
+    for t, tpl in enumerate(genotype.templates):
+        nodes += [GraphNode(f"t{t}a", f"T{t} input a", "input"), GraphNode(f"t{t}b", f"T{t} input b", "input"),
+                  GraphNode(f"t{t}opa", tpl.op_a, "op"), GraphNode(f"t{t}opb", tpl.op_b, "op"),
+                  GraphNode(f"t{t}agg", tpl.aggregation, "merge")]
+        edges += [GraphEdge(f"t{t}a", f"t{t}opa"), GraphEdge(f"t{t}b", f"t{t}opb"),
+                  GraphEdge(f"t{t}opa", f"t{t}agg"), GraphEdge(f"t{t}opb", f"t{t}agg")]
+    return GraphPanel("templates", tuple(nodes), tuple(edges))
+
+
+def _structure_panel(genotype: WACVGenotype) -> GraphPanel:
+    """The encoder outputs, each layer (its template, repeats, stride) reading two pool entries,
+    and the concatenation of the layers that no later layer reads."""
+    read = {i for layer in genotype.layers for i in (layer.input_a, layer.input_b)}
+    nodes = [GraphNode(f"p{k}", f"encoder stage {stage}" + ("" if k in read else "\n(unused)"),
+                       "input" if k in read else "unused")
+             for k, stage in enumerate(ENCODER_STAGES[:genotype.num_pools])]
+    edges = []
+    for l, layer in enumerate(genotype.layers):
+        node = f"p{genotype.num_pools + l}"
+        label = f"layer {l + 1}: T{layer.template} x{layer.repeats}" + (
+            f"\nstride {layer.stride}" if layer.stride > 1 else "")
+        nodes.append(GraphNode(node, label, "merge"))
+        edges += [GraphEdge(f"p{layer.input_a}", node, "a"), GraphEdge(f"p{layer.input_b}", node, "b")]
+    nodes.append(GraphNode("out", "concat, 1x1, 3x3\n-> classes", "output"))
+    edges += [GraphEdge(f"p{k}", "out") for k in collected_layers(genotype)]
+    return GraphPanel("decoder structure", tuple(nodes), tuple(edges))
+
+
 class WACVSpace(SearchSpace[WACVGenotype]):
     """The WACV 2020 space (no auxiliary heads)."""
 
@@ -146,6 +216,7 @@ class WACVSpace(SearchSpace[WACVGenotype]):
     genotype_type = WACVGenotype
     encoder_stages = ENCODER_STAGES
     published = PUBLISHED
+    published_figures = PUBLISHED_FIGURES
 
     @cached_property
     def decisions(self) -> tuple[Decision, ...]:
@@ -193,6 +264,11 @@ class WACVSpace(SearchSpace[WACVGenotype]):
             if isinstance(exc, GenotypeError):
                 raise
             raise GenotypeError(f"malformed wacv legacy genotype {nested!r}: {exc}") from exc
+
+    def graph(self, genotype: Genotype) -> ArchitectureGraph:
+        """Two panels: the templates, and the layer structure that places and repeats them."""
+        g = self.own(genotype)
+        return ArchitectureGraph((_templates_panel(g), _structure_panel(g)))
 
     def build_decoder(self, genotype: Genotype, in_channels: list[int], num_classes: int, *,
                       agg_size: int, repeats: int, aux_cell: bool) -> nn.Module:
