@@ -73,6 +73,8 @@ class Out:
     persist: bool = False
     #: a folder (Snakemake's `directory()`)
     directory: bool = False
+    #: the category it goes under in `snakemake --report` ("": not in that report)
+    report: str = ""
 
 
 @dataclass(frozen=True)
@@ -253,7 +255,8 @@ def train_stages(config: Mapping[str, Any]) -> list[Stage]:
                     entry=("stages.evaluate",),
                     deps=("build/ext.json", f"data/prepared/{ds}", f"{run}/best.pt"),
                     params=("preset", f"evaluate.{exp}.{PRESET}"),
-                    outs=(Out(f"{evaluated}/confusion_matrix.png", cache=False),) if segmentation else (),
+                    outs=((Out(f"{evaluated}/confusion_matrix.png", cache=False, report="Evaluation"),)
+                          if segmentation else ()),
                     metrics=(f"{evaluated}/metrics.json",),
                     plots=(f"{evaluated}/per_class_iou.csv",) if segmentation else (),
                     comment=(f"Score the best checkpoint of slot {slot} on the {ds} {EVAL_SPLIT[ds]} split "
@@ -295,6 +298,38 @@ def benchmark_stages(config: Mapping[str, Any]) -> list[Stage]:
     return stages
 
 
+def report_stages(config: Mapping[str, Any]) -> list[Stage]:
+    """One report per experiment: search, ranking, training, evaluation and latency on one page."""
+    stages = []
+    for exp, datasets in TRAIN_DATA.items():
+        search, rank = f"runs/search/{exp}", f"reports/{exp}/rank"
+        deps = [f"{search}/history.jsonl", f"{search}/summary.json", f"reports/{exp}/search/metrics.json",
+                f"{rank}/rankings.csv", f"{rank}/metrics.json",
+                *(f"{rank}/top/{slot}.json" for slot in slots(config, exp)),
+                f"reports/{exp}/benchmark/latency.json"]
+        for ds, slot, ckpt in trained_slots(config, exp):
+            deps += [f"reports/{exp}/train/{ds}/{slot}/metrics.json", f"reports/{exp}/train/{ds}/{slot}/metrics.tsv",
+                     f"reports/{exp}/evaluate/{ds}/{slot}/metrics.json"]
+            if ds != "nyud":
+                deps.append(f"reports/{exp}/evaluate/{ds}/{slot}/confusion_matrix.png")
+            if slot not in REFERENCE_SLOTS:      # the qualitative figures show the best searched slot
+                deps.append(ckpt)
+        deps += [f"data/prepared/{ds}" for ds in datasets]
+        stages.append(Stage(
+            name=f"report_{exp}",
+            cmd=f"python -m stages.report --experiment {exp} --out reports/{exp} --no-progress",
+            entry=("stages.report",),
+            deps=tuple(deps),
+            params=("preset", f"rank.{exp}.{PRESET}.k"),
+            outs=(Out(f"reports/{exp}/report.html", report="Report"), Out(f"reports/{exp}/report.md"),
+                  Out(f"reports/{exp}/figures", directory=True, report="Figures")),
+            comment=(f"The {exp} report: reports/{exp}/report.html (self-contained) and report.md with "
+                     "figures/: search, ranking, training, evaluation, latency, trade-offs, provenance, "
+                     "changes since the last commit. Cached by DVC (it records the time and revision)."),
+        ))
+    return stages
+
+
 def stages(config: Mapping[str, Any]) -> list[Stage]:
     """Every stage of the pipeline for the parameters `config` (params.yaml).
 
@@ -305,14 +340,12 @@ def stages(config: Mapping[str, Any]) -> list[Stage]:
     check that it is current).
     """
     return [*build_stages(), *data_stages(config), *search_stages(config), *rank_stages(config),
-            *train_stages(config), *benchmark_stages(config)]
+            *train_stages(config), *benchmark_stages(config), *report_stages(config)]
 
 
 def final_outputs(config: Mapping[str, Any], exp: str) -> list[str]:
     """What `reproduce_<exp>` asks for: the last outputs of each of the experiment's chains."""
-    last = ("rank_", "evaluate_", "benchmark_")
-    return [path for stage in stages(config) if stage.name.startswith(last) and stage.name.split("_")[1] == exp
-            for path in (*stage.metrics, *(o.path for o in stage.outs))]
+    return [o.path for stage in stages(config) if stage.name == f"report_{exp}" for o in stage.outs]
 
 
 def plot_definitions(config: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -25,7 +25,10 @@ for _stage in pipeline.stages(config):
             code=_stage.code(),
             data=list(_stage.deps),
         output:
-            [directory(o.path) if o.directory else o.path for o in _stage.outs],
+            # report(): shown by `snakemake --report` under the stage table's category
+            [report(directory(o.path), category=o.report, patterns=["{name}.png", "{name}.svg"])
+             if o.report and o.directory else report(o.path, category=o.report) if o.report
+             else directory(o.path) if o.directory else o.path for o in _stage.outs],
             metrics=list(_stage.metrics),
             plots=list(_stage.plots),
         params:
