@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .model_args import authors_card_of
-from .params import ParamsError, add_common_args, exit_status, load_section, read_yaml, stage_parser
+from .params import ParamsError, add_common_args, exit_status, experiment_settings, stage_parser
 
 if TYPE_CHECKING:
     from nasseg.benchmark_config import BenchmarkParams
@@ -56,28 +56,11 @@ def split_list(text: str) -> tuple[str, ...]:
 
 def load_settings(args: argparse.Namespace) -> BenchmarkParams:
     """params.yaml's section (with --experiment), then the flags, validated together."""
-    from pydantic import ValidationError
-
     from nasseg.benchmark_config import BenchmarkParams
 
-    if args.experiment is not None:
-        preset = read_yaml(args.params).get("preset", "default")
-        params = load_section(args.params, f"benchmark.{args.experiment}.{preset}", BenchmarkParams,
-                              args.overrides)
-    elif args.overrides:
-        raise ParamsError("--set needs --experiment (which section of params.yaml to read)")
-    else:
-        params = BenchmarkParams()
-    flags = {key: value for key, value in (
-        ("sizes", args.sizes), ("backends", args.backends), ("threads", args.threads),
-        ("min_seconds", args.min_seconds), ("repeats", args.repeats), ("device", args.device))
-        if value is not None}
-    try:
-        return BenchmarkParams.model_validate({**params.model_dump(), **flags})
-    except ValidationError as exc:
-        raise ParamsError("; ".join(f"--{str(err['loc'][0]).replace('_', '-')}: "
-                                    f"{err['msg'].removeprefix('Value error, ')}"
-                                    for err in exc.errors())) from None
+    return experiment_settings(args, "benchmark", BenchmarkParams, {
+        "sizes": args.sizes, "backends": args.backends, "threads": args.threads,
+        "min_seconds": args.min_seconds, "repeats": args.repeats, "device": args.device})
 
 
 def networks_of(args: argparse.Namespace) -> list[Network]:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .model_args import add_model_args, authors_card_of
-from .params import ParamsError, add_common_args, exit_status, load_section, read_yaml, stage_parser
+from .params import add_common_args, exit_status, experiment_settings, stage_parser
 
 if TYPE_CHECKING:
     from nasseg.evaluation_config import EvaluateParams
@@ -58,26 +58,10 @@ def parse_scales(text: str) -> tuple[float, ...]:
 
 def load_settings(args: argparse.Namespace) -> EvaluateParams:
     """The evaluate settings: params.yaml's section (with --experiment), then the flags."""
-    from pydantic import ValidationError
-
     from nasseg.evaluation_config import EvaluateParams
 
-    if args.experiment is not None:
-        preset = read_yaml(args.params).get("preset", "default")
-        params = load_section(args.params, f"evaluate.{args.experiment}.{preset}", EvaluateParams,
-                              args.overrides)
-    elif args.overrides:
-        raise ParamsError("--set needs --experiment (which section of params.yaml to read)")
-    else:
-        params = EvaluateParams()
-    flags = {key: value for key, value in (("flip", args.flip), ("scales", args.scales),
-                                            ("workers", args.workers)) if value is not None}
-    # Validated again so that a flag obeys the same rules as params.yaml.
-    try:
-        return EvaluateParams.model_validate({**params.model_dump(), **flags})
-    except ValidationError as exc:
-        raise ParamsError("; ".join(f"--{err['loc'][0]}: {err['msg'].removeprefix('Value error, ')}"
-                                    for err in exc.errors())) from None
+    return experiment_settings(args, "evaluate", EvaluateParams,
+                               {"flip": args.flip, "scales": args.scales, "workers": args.workers})
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -151,6 +151,27 @@ def load_section(path: Path, section: str, model: type[M], overrides: list[str] 
     return validate_section(model, data, path, section, origin)
 
 
+def experiment_settings(args: argparse.Namespace, section: str, model: type[M], flags: dict[str, Any]) -> M:
+    """A stage's settings: with ``args.experiment``, section ``<section>.<experiment>.<preset>`` of
+    ``args.params`` (with ``args.overrides``), else the model's defaults; then the command-line
+    ``flags`` that were given (not None), validated with the section, so that a flag obeys the
+    same rules as params.yaml (an error names the flag)."""
+    if args.experiment is not None:
+        preset = read_yaml(args.params).get("preset", "default")
+        settings = load_section(args.params, f"{section}.{args.experiment}.{preset}", model, args.overrides)
+    elif args.overrides:
+        raise ParamsError("--set needs --experiment (which section of params.yaml to read)")
+    else:
+        settings = model()
+    given = {key: value for key, value in flags.items() if value is not None}
+    try:
+        return model.model_validate({**settings.model_dump(), **given})
+    except ValidationError as exc:
+        raise ParamsError("; ".join(f"--{str(err['loc'][0]).replace('_', '-')}: "
+                                    f"{err['msg'].removeprefix('Value error, ')}"
+                                    for err in exc.errors())) from None
+
+
 def validate_section(model: type[M], data: Any, path: Path, section: str = "",
                      origin: dict[str, str] | None = None) -> M:
     """`model.model_validate(data)`, raising a :class:`ParamsError` that names file and keys.

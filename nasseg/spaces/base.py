@@ -296,3 +296,13 @@ class SearchSpace(ABC, Generic[G]):
         ignores it). ``aux_cell`` is True only for a space with ``has_aux_cell``
         (:func:`nasseg.models.build_segmenter` checks).
         """
+
+
+def unread_outputs(first: int, inputs: Sequence[tuple[int, int]]) -> list[int]:
+    """The outputs no later step reads, in order: step ``s`` (pool index ``first + s``) reads the
+    two pool entries ``inputs[s]``. What both spaces' decoders concatenate at their end."""
+    unread: list[int] = []
+    for step, pair in enumerate(inputs):
+        unread = [u for u in unread if u not in pair]
+        unread.append(first + step)
+    return unread

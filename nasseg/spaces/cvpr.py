@@ -25,7 +25,7 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .base import (ArchitectureGraph, Decision, Genotype, GenotypeError, GraphEdge, GraphNode, GraphPanel,
+from .base import (unread_outputs, ArchitectureGraph, Decision, Genotype, GenotypeError, GraphEdge, GraphNode, GraphPanel,
                    PublishedFigure, SearchSpace, check, check_index, check_op)
 
 if TYPE_CHECKING:
@@ -159,11 +159,7 @@ def cell_loose_ends(genotype: CVPRGenotype) -> list[int]:
 def collected_blocks(genotype: CVPRGenotype) -> list[int]:
     """The pool entries the decoder concatenates: the blocks (pool index num_pools + b) that no
     later block reads (as :class:`~nasseg.models.cvpr_decoder.CVPRDecoder`)."""
-    collect: list[int] = []
-    for b, conn in enumerate(genotype.connections):
-        collect = [c for c in collect if c not in (conn.input_a, conn.input_b)]
-        collect.append(genotype.num_pools + b)
-    return collect
+    return unread_outputs(genotype.num_pools, [(c.input_a, c.input_b) for c in genotype.connections])
 
 
 def _cell_panel(genotype: CVPRGenotype) -> GraphPanel:

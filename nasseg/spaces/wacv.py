@@ -21,7 +21,7 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .base import (ArchitectureGraph, Decision, Genotype, GenotypeError, GraphEdge, GraphNode, GraphPanel,
+from .base import (unread_outputs, ArchitectureGraph, Decision, Genotype, GenotypeError, GraphEdge, GraphNode, GraphPanel,
                    PublishedFigure, SearchSpace, check, check_index, check_op)
 
 if TYPE_CHECKING:
@@ -170,11 +170,7 @@ PUBLISHED_FIGURES: tuple[PublishedFigure, ...] = (
 def collected_layers(genotype: WACVGenotype) -> list[int]:
     """The pool entries the decoder concatenates: the layers (pool index num_pools + l) that no
     later layer reads (as :class:`~nasseg.models.wacv_decoder.TemplateDecoder`)."""
-    collect: list[int] = []
-    for l, layer in enumerate(genotype.layers):
-        collect = [c for c in collect if c not in (layer.input_a, layer.input_b)]
-        collect.append(genotype.num_pools + l)
-    return collect
+    return unread_outputs(genotype.num_pools, [(layer.input_a, layer.input_b) for layer in genotype.layers])
 
 
 def _templates_panel(genotype: WACVGenotype) -> GraphPanel:
