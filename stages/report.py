@@ -7,8 +7,12 @@ image embedded), report.md and figures/ (the Markdown's images, referenced relat
 The sections: the search (rewards, running best, moving average, status counts, params
 against reward, strategies compared with --compare-search); the ranking and a drawing
 of every slot's architecture; full training per dataset (curves, final scores, per-class
-IoU, confusion matrices; the reference slots and a constant-prediction floor beside the
-searched ones; the papers' figures, labelled as such); quality against latency and
+IoU, confusion matrices; the reference slots and two floors beside the searched ones -- the
+best constant prediction, and the untrained network: the best searched slot's architecture
+freshly initialised with the dataset's training seed, scored as the evaluate stage scores
+on at most --baseline-images images of the split; a verdict per dataset, computed, on
+whether the best searched slot beats it and how it compares with the references; the
+papers' figures, labelled as such); quality against latency and
 parameters with the Pareto front; latency per size and backend, which backend won and
 by how much, beside the papers' published figures; qualitative results of the best
 searched slot; provenance (git revision, parameters and their hash, machine, library
@@ -20,8 +24,10 @@ Inputs, in the pipeline's layout under --reports, --runs and --data:
 train/<dataset>/<slot>/ (metrics.tsv, metrics.json), evaluate/<dataset>/<slot>/
 (metrics.json, confusion_matrix.png), benchmark/latency.json (or --latency FILE);
 <runs>/search/<experiment>/ (history.jsonl, summary.json), <runs>/train/<experiment>/
-<dataset>/<slot>/best.pt (for the qualitative results); <data>/<dataset> (prepared).
-The slots are 1..k (rank.<experiment>.<preset>.k of --params), published and random.
+<dataset>/<slot>/best.pt (for the qualitative results and the untrained network's card);
+<data>/<dataset> (prepared). The slots are 1..k (rank.<experiment>.<preset>.k of --params),
+published and random; the untrained network's seed is train.<experiment>.<dataset>.<preset>
+.seed of --params, read as the train stage reads it.
 
 A missing input stops the stage with exit status 2 and a message naming the file and
 the stage that writes it. Without a latency file the stage fails too, unless
@@ -36,7 +42,7 @@ import sys
 from pathlib import Path
 
 from .params import ParamsError, exit_status, read_yaml, stage_parser
-from .train import DATASETS
+from .train import DATASETS, load_config
 
 #: The ranking's reference slots, after its top k (nasseg.ranking writes top/published.json
 #: and top/random.json).
@@ -67,6 +73,21 @@ def slots_of(params: Path, experiment: str) -> tuple[str, ...]:
     return (*(str(i) for i in range(1, k + 1)), *REFERENCE_SLOTS)
 
 
+def baseline_images_arg(text: str) -> int | None:
+    """``all`` (None) or a positive number of images."""
+    if text == "all":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number of images or 'all'")
+    return int(text)
+
+
+def train_seeds(params: Path, experiment: str) -> dict[str, int]:
+    """The training seed of each dataset of ``experiment`` (``train.<experiment>.<dataset>.<preset>.seed``,
+    validated as the train stage validates it: absent, its default)."""
+    return {ds: load_config(params, experiment, ds, []).seed for ds in DATASETS[experiment]}
+
+
 def report_config(args: argparse.Namespace):   # -> nasseg.reporting.build.ReportConfig
     from nasseg.reporting.build import ReportConfig
     from nasseg.reporting.collect import RunPaths
@@ -86,7 +107,8 @@ def report_config(args: argparse.Namespace):   # -> nasseg.reporting.build.Repor
     return ReportConfig(
         experiment=exp, experiments=tuple(DATASETS), datasets=DATASETS[exp], slots=slots_of(args.params, exp),
         paths=paths, data=str(args.data / "{dataset}"), params_file=args.params, params=read_yaml(args.params),
-        repo=args.repo, metrics_files=tuple(metrics), qualitative=args.qualitative,
+        repo=args.repo, metrics_files=tuple(metrics), train_seeds=train_seeds(args.params, exp),
+        qualitative=args.qualitative, baseline_images=args.baseline_images,
         moving_average=args.moving_average, tradeoff_size=args.tradeoff_size,
         latency_skipped="the report was made with --no-latency" if latency is None else "",
         device=args.device, progress=not args.no_progress)
@@ -117,13 +139,16 @@ def main(argv: list[str] | None = None) -> int:
                              "strategies with; repeatable")
     parser.add_argument("--qualitative", type=int, default=3, metavar="N",
                         help="validation images shown per dataset (0: none; default: %(default)s)")
+    parser.add_argument("--baseline-images", type=baseline_images_arg, default=100, metavar="N",
+                        help="images of the scored split the untrained network is scored on, spread evenly "
+                             "over it ('all': the whole split; default: %(default)s)")
     parser.add_argument("--moving-average", type=int, default=None, metavar="N",
                         help="window of the search reward's moving average (default: a twentieth of the "
                              "architectures, 3 to 100)")
     parser.add_argument("--tradeoff-size", type=size_arg, default=None, metavar="HxW",
                         help="input size of the latency in the trade-off plots (default: the largest measured)")
-    parser.add_argument("--device", default="cpu", help="torch device for the qualitative predictions "
-                                                        "(default: %(default)s)")
+    parser.add_argument("--device", default="cpu", help="torch device for the qualitative predictions and "
+                                                        "the untrained network (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.qualitative < 0 or (args.moving_average is not None and args.moving_average < 1):

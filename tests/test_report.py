@@ -5,10 +5,11 @@ on small synthetic stand-ins, for the WACV and the CVPR experiment, in the pipel
 layout (tests/report_run.py), and writes a fake latency.json in the benchmark stage's
 format. The reports rendered from it must have every section filled, every image of the
 HTML page embedded and decodable, every image link of the Markdown pointing at a file,
-and, once the run is committed to git and a metric and a parameter are changed, a
-"what changed" section that shows both. Missing inputs fail with the file and the stage
-that writes it named. The drawing of architectures is checked against the decoders
-themselves, for both spaces.
+an untrained-network row per dataset whose scores are recomputed here independently, a
+verdict per dataset whose claims match the numbers, and, once the run is committed to git
+and a metric and a parameter are changed, a "what changed" section that shows both.
+Missing inputs fail with the file and the stage that writes it named. The drawing of
+architectures is checked against the decoders themselves, for both spaces.
 """
 from __future__ import annotations
 
@@ -28,17 +29,22 @@ import torch
 import yaml
 from PIL import Image
 
+import nasseg
+from nasseg.data import PreparedDataset, eval_transform
+from nasseg.evaluation import evaluate
 from nasseg.reporting.architecture import draw_graph, layout
+from nasseg.reporting.baselines import UntrainedBaseline
 from nasseg.reporting.changes import Change, diff_metrics, diff_params, flatten_metrics
 from nasseg.reporting.document import Document, Image as DocImage, Paragraph, Section, Table
 from nasseg.reporting.figures import pareto_front
 from nasseg.reporting.render import render_html, render_markdown
-from nasseg.reporting.sections import SECTION_IDS, published_figures
+from nasseg.reporting.sections import SECTION_IDS, against_baselines, higher_is_better, margin, published_figures
 from nasseg.spaces import get_space
 from nasseg.spaces.cvpr import cell_loose_ends
 from stages.report import main
+from stages.train import load_config
 
-from report_run import fake_latency, tiny_run, write_params
+from report_run import EVAL_SPLIT, SLOTS, fake_latency, tiny_run, write_params
 
 # -- the run ------------------------------------------------------------------------------------
 
@@ -154,6 +160,7 @@ def test_every_section_is_there_and_filled(reports, run_root, experiment):
     for ds in datasets:
         assert ds in training
     assert "constant prediction" in training and "paper:" in training
+    assert training.count("untrained network: slot 1 (searched, rank 1), seed 0 baseline") == len(datasets)
     if experiment == "cvpr":
         assert "rmse" in training and "Depth has no classes" in training
     # trade-off per dataset, Pareto front marked; latency: the verdict and the published figures
@@ -254,7 +261,7 @@ def test_strategies_compared_and_no_latency(run_root, tmp_path):
     (other / "summary.json").write_text(json.dumps({**summary, "strategy": "random"}))
     out = tmp_path / "report"
     assert main(report_args(run_root, "wacv", out, "--compare-search", str(other), "--no-latency",
-                            "--qualitative", "0")) == 0
+                            "--qualitative", "0", "--baseline-images", "2")) == 0
     page = Page((out / "report.html").read_text())
     search = page.text("search")
     assert "Strategies compared" in search and "ppo" in search and "random" in search
@@ -262,6 +269,12 @@ def test_strategies_compared_and_no_latency(run_root, tmp_path):
     assert "No latency measurements: the report was made with --no-latency" in page.text("latency")
     assert "Only the parameter trade-off is shown" in page.text("tradeoff")
     assert "--qualitative 0" in page.text("qualitative")
+    training = page.text("training")   # the untrained network on 2 images, said in the row, caption and verdict
+    for ds in ("cityscapes", "camvid"):
+        total = len(PreparedDataset(run_root / "data/prepared" / ds, EVAL_SPLIT[ds]))
+        assert f"baseline (2 of {total} images)" in training
+        assert f"on 2 of the {total} images of the split, spread evenly over it (--baseline-images)" in training
+        assert f"on 2 of the {total} images of {EVAL_SPLIT[ds]})" in training
 
 
 @pytest.mark.slow
@@ -284,6 +297,128 @@ def test_missing_inputs_name_the_file_and_its_stage(run_root, tmp_path, capsys):
     assert main(args) == 2
     assert "rankings.csv: not found; it is written by the rank stage" in capsys.readouterr().err
     assert not out.exists()
+
+
+# -- the untrained network and the verdict ------------------------------------------------------
+
+EXPERIMENT_DATASETS = {"wacv": ("cityscapes", "camvid"), "cvpr": ("voc", "nyud")}
+NUMBER = r"(\d+\.\d{4}|—)"
+
+
+def independent_untrained(root: Path, experiment: str, ds: str) -> dict:
+    """Slot 1's architecture as the train stage builds it before its first step (genotype from the
+    ranking, sizes and seed from params.yaml), scored on the whole evaluated split, batch 1."""
+    config = load_config(root / "params.yaml", experiment, ds, [])
+    genotype = nasseg.genotype_from_dict(
+        json.loads((root / "reports" / experiment / "rank/top/1.json").read_text())["genotype"])
+    data = PreparedDataset(root / "data/prepared" / ds, EVAL_SPLIT[ds], eval_transform(), task=config.task)
+    torch.manual_seed(config.seed)
+    model = nasseg.build_segmenter(genotype, data.num_classes, agg_size=config.agg_size, repeats=config.repeats,
+                                   aux_cell=config.aux_cell)
+    batches = [(image[None], target[None]) for image, target in (data[i] for i in range(len(data)))]
+    return evaluate(model, batches, task=data.task, num_classes=data.num_classes, ignore_index=data.ignore_index)
+
+
+def evaluated(root: Path, experiment: str, ds: str, slot: str) -> dict:
+    return json.loads((root / "reports" / experiment / "evaluate" / ds / slot / "metrics.json").read_text())
+
+
+def claim(text: str, what: str, score: str) -> tuple[float, float | None]:
+    """(the other's score, the margin claimed: positive beats, negative trails, 0 ties) of ``what``
+    in a verdict."""
+    m = re.search(rf"(\*\*beats\*\*|beats|\*\*does not beat\*\*|does not beat) {re.escape(what)} "
+                  rf"\({'[^()]*, ' if 'slot' in what else ''}{score} {NUMBER}[^)]*\)"
+                  rf"( \*\*by {NUMBER}\*\*| by {NUMBER}|: it trails it by {NUMBER}|: they tie)", text)
+    assert m, f"no claim about {what} in: {text}"
+    verb, other, tail = m.group(1).strip("*"), float(m.group(2)), m.group(3)
+    if verb == "beats":
+        return other, float(m.group(4) or m.group(5))
+    return other, (-float(m.group(6)) if "trails" in tail else 0.0)
+
+
+def claim_holds(claimed: float, truth: float) -> bool:
+    """Whether a claimed margin says what the true one is: beats, trails or ties (within 5e-5),
+    and by as much (to the four decimals shown)."""
+    if abs(truth) < 5e-5:
+        return claimed == 0.0
+    return (claimed > 0) == (truth > 0) and abs(claimed - truth) <= 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", ["wacv", "cvpr"])
+def test_untrained_row_per_dataset_and_a_verdict_that_matches_the_numbers(reports, run_root, experiment):
+    md = (reports[experiment] / "report.md").read_text()
+    for ds in EXPERIMENT_DATASETS[experiment]:
+        section = re.split(r"\n##+ ", md.split(f"\n### {ds}\n", 1)[1], maxsplit=1)[0]
+        task = evaluated(run_root, experiment, ds, "1")["task"]
+        score = "rmse" if task == "depth" else "miou"
+        keys = ("rmse", "abs_rel", "log10", "delta1", "delta2", "delta3") if task == "depth" else \
+            ("miou", "mean_acc", "fwiou", "pixel_acc")
+        # the row: the untrained network, recomputed here without the report's code, and plausible
+        row = re.search(r"^\| untrained network: slot 1 \(searched, rank 1\), seed 0 \| baseline \| ([\d,]+) \| 0 "
+                        r"\| — \| " + r" \| ".join([NUMBER] * len(keys)) + r" \| 0 \|$", section, re.M)
+        assert row, section
+        params = json.loads((run_root / "reports" / experiment / "train" / ds / "1/metrics.json").read_text())
+        assert int(row.group(1).replace(",", "")) == params["params_without_aux"]
+        ours = independent_untrained(run_root, experiment, ds)
+        shown = dict(zip(keys, row.groups()[1:]))
+        for k in keys:
+            assert shown[k] == f"{ours[k]:.4f}", (ds, k, shown[k], ours[k])
+        if task == "depth":
+            assert 0 < ours["rmse"] < 20 and 0 <= ours["delta1"] <= 1
+        else:
+            assert 0 <= ours["miou"] <= ours["pixel_acc"] <= 1
+        # the verdict: its numbers are the evaluations' and the row's, its claims follow from them
+        verdict = next(line for line in section.splitlines() if "against the baselines.**" in line)
+        best = evaluated(run_root, experiment, ds, "1")[score]
+        assert f"Slot 1 (searched, rank 1) scores {score} **{best:.4f}**" in verdict
+        other, claimed = claim(verdict, "the untrained network", score)
+        assert f"{other:.4f}" == f"{ours[score]:.4f}"
+        truth = margin(score, best, ours[score])
+        assert claim_holds(claimed, truth), (verdict, truth)
+        for slot in SLOTS[1:]:
+            value = evaluated(run_root, experiment, ds, slot)[score]
+            other, claimed = claim(verdict, f"the {slot} slot", score)
+            assert other == pytest.approx(value, abs=5e-5)
+            assert claim_holds(claimed, margin(score, best, value)), (verdict, slot, value)
+
+
+def test_the_verdict_follows_the_numbers():
+    untrained = UntrainedBaseline("1", 7, "val", 2, 10, {"miou": 0.25, "rmse": 0.9})
+    refs = [("published", "wacv/arch0", 0.5), ("random", "random wacv genotype", 0.125)]
+    text = against_baselines("camvid", "miou", ("slot 1 (searched, rank 1)", 0.375), untrained, None, refs)
+    assert "It **beats** the untrained network (miou 0.2500: the same architecture, freshly initialised with " \
+           "the training seed 7, on 2 of the 10 images of val) **by 0.1250**." in text
+    assert "it does not beat the published slot (wacv/arch0, miou 0.5000): it trails it by 0.1250" in text
+    assert "it beats the random slot (random wacv genotype, miou 0.1250) by 0.2500" in text
+    assert claim(text, "the untrained network", "miou") == (0.25, 0.125)
+    # worse than the untrained network: said so
+    worse = against_baselines("camvid", "miou", ("slot 1", 0.125), untrained, None, refs)
+    assert "It **does not beat** the untrained network" in worse and "it trails it by 0.1250" in worse
+    assert "**beats** the untrained" not in worse
+    # an error such as RMSE: lower is better
+    assert higher_is_better("miou") and not higher_is_better("rmse")
+    depth = against_baselines("nyud", "rmse", ("slot 1", 0.5), untrained, None, [("random", "x", 0.4)])
+    assert "(lower is better)" in depth and "It **beats** the untrained network (rmse 0.9000" in depth \
+        and "**by 0.4000**" in depth and "it does not beat the random slot (x, rmse 0.4000): it trails it by 0.1000" \
+        in depth
+    assert margin("rmse", 0.5, 0.9) == pytest.approx(0.4) and margin("miou", 0.5, None) is None
+    tie = against_baselines("voc", "miou", ("slot 1", 0.25 + 1e-6), untrained, None, [])
+    assert "does not beat** the untrained network" in tie and "they tie" in tie
+    assert claim(tie, "the untrained network", "miou") == (0.25, 0.0)
+    assert claim_holds(0.0, 1e-6) and not claim_holds(0.0, 1e-3) and not claim_holds(0.1, -0.1)
+    assert "no untrained-network score" in against_baselines("voc", "miou", ("slot 1", 0.25), None, None, [])
+
+
+def test_baseline_images_option():
+    import argparse
+
+    from stages.report import baseline_images_arg
+
+    assert baseline_images_arg("all") is None and baseline_images_arg("25") == 25
+    for bad in ("0", "-3", "many", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            baseline_images_arg(bad)
 
 
 # -- architecture drawings --------------------------------------------------------------------------

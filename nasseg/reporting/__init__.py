@@ -2,8 +2,8 @@
 
 One concern per module: :mod:`.collect` reads the run's artefacts into typed records;
 :mod:`.baselines`, :mod:`.qualitative`, :mod:`.provenance` and :mod:`.changes` compute
-what the artefacts do not hold (a constant-prediction floor, sample predictions, where
-the numbers come from, what changed since git's HEAD); :mod:`.figures` and
+what the artefacts do not hold (the floors: a constant prediction and the untrained
+network; sample predictions, where the numbers come from, what changed since git's HEAD); :mod:`.figures` and
 :mod:`.architecture` draw (matplotlib on Agg, no pyplot, no graphviz);
 :mod:`.sections` lays the report out as a :mod:`.document`, which :mod:`.render`
 writes as HTML and Markdown; :mod:`.build` puts the steps together

@@ -1,7 +1,9 @@
 """Making one experiment's report: read the run, compute what it lacks, build and write the document.
 
 What: :func:`make_report` puts the steps together -- :func:`~.collect.collect_run` reads
-the artefacts, :mod:`.baselines` adds the constant-prediction floor per dataset,
+the artefacts, :mod:`.baselines` adds two floors per dataset -- the best constant
+prediction, and the best searched slot's network untrained (freshly initialised with
+the dataset's training seed, scored as the evaluate stage scores) --
 :mod:`.qualitative` predicts a few images with the best searched slot of each dataset,
 :mod:`.provenance` and :mod:`.changes` say where the numbers come from and what moved
 since git's HEAD, :func:`~.sections.build_document` lays it all out and
@@ -14,11 +16,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .baselines import ConstantBaseline, constant_depth, constant_segmentation
+from .baselines import ConstantBaseline, UntrainedBaseline, constant_depth, constant_segmentation, untrained_network
 from .changes import compare_with_head
 from .collect import TRAIN_STAGE, ArtefactError, Run, RunPaths, collect_run
 from .document import Document
@@ -45,7 +47,9 @@ class ReportConfig:
     params: Mapping[str, Any]
     repo: Path = Path(".")
     metrics_files: tuple[Path, ...] = ()    # compared with git's HEAD
+    train_seeds: Mapping[str, int] = field(default_factory=dict)   # dataset -> its training's seed
     qualitative: int = 3                    # images per dataset (0: none)
+    baseline_images: int | None = 100       # images the untrained network is scored on (None: all)
     moving_average: int | None = None     # None: chosen from the number of architectures
     tradeoff_size: str | None = None
     latency_skipped: str = ""
@@ -77,6 +81,27 @@ def _baseline(run: Run, ds: str, config: ReportConfig) -> ConstantBaseline | Non
     return constant_depth(config.data_dir(ds), _split_of(run, ds, config))
 
 
+def _untrained(run: Run, ds: str, config: ReportConfig) -> UntrainedBaseline | None:
+    """The best searched slot's network on ``ds``, untrained, scored as its evaluation was."""
+    slot = best_searched_slot(run, ds)
+    if slot is None:
+        return None
+    if ds not in config.train_seeds:
+        raise ValueError(f"no training seed for {ds}: the untrained network is initialised with it")
+    checkpoint = config.paths.checkpoint_file(ds, slot)
+    if not checkpoint.is_file():
+        raise ArtefactError(f"{checkpoint}: not found; it is written by {TRAIN_STAGE}: run that stage first "
+                            "(the untrained baseline rebuilds its network from the model card)")
+    evaluation = run.evaluations.get((ds, slot))
+    split = evaluation.split if evaluation is not None and evaluation.split else _split_of(run, ds, config)
+    log.info("untrained baseline of %s on %s %s (seed %d, at most %s images)", checkpoint, ds, split,
+             config.train_seeds[ds], config.baseline_images or "all")
+    return untrained_network(checkpoint, config.data_dir(ds), split, config.train_seeds[ds], slot=slot,
+                             flip=evaluation.flip if evaluation is not None else False,
+                             scales=evaluation.scales if evaluation is not None else (1.0,),
+                             max_images=config.baseline_images, device=config.device)
+
+
 def build_report(config: ReportConfig) -> Document:
     """Read the run and build its report (nothing is written)."""
     from tqdm.auto import tqdm
@@ -87,6 +112,11 @@ def build_report(config: ReportConfig) -> Document:
         b = _baseline(run, ds, config)
         if b is not None:
             baselines[ds] = b
+    untrained = {}
+    for ds in tqdm(run.datasets, desc="untrained baseline", unit="dataset", disable=not config.progress):
+        u = _untrained(run, ds, config)
+        if u is not None:
+            untrained[ds] = u
     qualitative: dict[str, tuple[str, Samples]] = {}
     if config.qualitative > 0:
         for ds in tqdm(run.datasets, desc="qualitative", unit="dataset", disable=not config.progress):
@@ -105,6 +135,7 @@ def build_report(config: ReportConfig) -> Document:
     changes = compare_with_head(config.repo, config.metrics_files, config.params_file,
                                 lambda p: experiment_params(p, config.experiment, config.experiments))
     inputs = ReportInputs(provenance=provenance, changes=changes, qualitative=qualitative, baselines=baselines,
+                          untrained=untrained,
                           moving_average=config.moving_average, tradeoff_size=config.tradeoff_size,
                           latency_skipped=config.latency_skipped)
     return build_document(run, inputs)

@@ -311,6 +311,8 @@ class Evaluation:
     per_class_iou: Mapping[str, float | None] = field(default_factory=dict)
     confusion: tuple[tuple[int, ...], ...] | None = None
     confusion_png: Path | None = None
+    flip: bool = False                           # the test-time settings it was scored with
+    scales: tuple[float, ...] = (1.0,)
 
 
 #: Keys of an evaluation's metrics.json that are not scores.
@@ -333,7 +335,8 @@ def read_evaluation(metrics: Path, dataset: str, slot: str) -> Evaluation:
         class_names=tuple(data.get("class_names", ())),
         per_class_iou={str(k): _float(v) for k, v in (data.get("per_class_iou") or {}).items()},
         confusion=tuple(tuple(int(v) for v in row) for row in matrix) if matrix else None,
-        confusion_png=png if png.is_file() else None)
+        confusion_png=png if png.is_file() else None, flip=bool(data.get("flip", False)),
+        scales=tuple(float(x) for x in data.get("scales") or (1.0,)))
 
 
 # -- latency ------------------------------------------------------------------------------

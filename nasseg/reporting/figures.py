@@ -29,6 +29,8 @@ __all__ = ["new_figure", "png_bytes", "svg_bytes", "slot_colour", "moving_averag
 #: Colours of the reference slots; searched slots take the tab10 colours in order.
 REFERENCE_COLOURS: Mapping[str, str] = {"published": "#7b3fa0", "random": "#8c8c8c"}
 _TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#17becf", "#bcbd22", "#e377c2", "#8c564b")
+#: Colours of the dotted baseline lines, in order.
+BASELINE_COLOURS = ("#b5381b", "#444444", "#2a6f97")
 STATUS_COLOURS: Mapping[str, str] = {"ok": "#1f77b4", "early_stopped": "#17becf", "oom": "#d62728",
                                      "nan": "#ff7f0e", "error": "#7f7f7f"}
 
@@ -184,11 +186,12 @@ def strategy_comparison(curves: Mapping[str, tuple[Sequence[float], Sequence[flo
 
 
 def training_curves(curves: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]], *,
-                    score: str, colours: Mapping[str, str], baseline: float | None = None,
-                    baseline_label: str = "") -> bytes:
+                    score: str, colours: Mapping[str, str],
+                    baselines: Sequence[tuple[str, float]] = ()) -> bytes:
     """Two panels per dataset: the validation ``score`` and the training loss per epoch, per slot.
 
-    ``curves[slot]`` maps ``"score"`` and ``"loss"`` to (epochs, values).
+    ``curves[slot]`` maps ``"score"`` and ``"loss"`` to (epochs, values); ``baselines``
+    (label, score) are drawn as dotted horizontal lines on the score panel.
     """
     fig = new_figure(10.0, 3.4)
     ax1, ax2 = fig.subplots(1, 2)
@@ -197,8 +200,8 @@ def training_curves(curves: Mapping[str, Mapping[str, tuple[Sequence[float], Seq
             xs, ys = c.get(key, ((), ()))
             if len(xs):
                 ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.4, color=colours[slot], label=slot)
-    if baseline is not None:
-        ax1.axhline(baseline, color="#444444", linestyle=":", linewidth=1.2, label=baseline_label)
+    for (label, value), colour in zip(baselines, BASELINE_COLOURS):
+        ax1.axhline(value, color=colour, linestyle=":", linewidth=1.4, label=label)
     ax1.set_ylabel(f"validation {score}" + (" (lower is better)" if score == "rmse" else ""))
     ax2.set_ylabel("training loss")
     for ax in (ax1, ax2):

@@ -2,17 +2,19 @@
 
 What: :func:`build_document` turns a :class:`~.collect.Run` and the extra inputs
 (:class:`ReportInputs`: provenance, the comparison with git's HEAD, qualitative samples,
-constant baselines) into a :class:`~.document.Document` of eight sections: the search,
-the ranking with a drawing of every slot's architecture, full training per dataset, the
-accuracy / cost trade-off, latency, qualitative results, provenance and what changed
-since the last commit.
+the constant-prediction and untrained-network baselines) into a
+:class:`~.document.Document` of eight sections: the search, the ranking with a drawing
+of every slot's architecture, full training per dataset, the accuracy / cost trade-off,
+latency, qualitative results, provenance and what changed since the last commit.
 
 Conventions: figures measured here and figures quoted from the papers are never mixed
 in one row; a paper's row is styled ``published`` and says so in its first cell and its
-caption. Scores are shown as fractions with three or four decimals (mIoU 0.681 is the
-papers' 68.1); latency in milliseconds. Nothing here branches on a space's name: a
-space draws its own genotypes (:meth:`~nasseg.spaces.base.SearchSpace.graph`) and holds
-the papers' figures about its released architectures
+caption. Claims in the text (which slot beats which, by how much:
+:func:`against_baselines`) are computed from the numbers shown beside them, never
+written in advance. Scores are shown as fractions with three or four decimals (mIoU
+0.681 is the papers' 68.1); latency in milliseconds. Nothing here branches on a space's
+name: a space draws its own genotypes (:meth:`~nasseg.spaces.base.SearchSpace.graph`)
+and holds the papers' figures about its released architectures
 (:attr:`~nasseg.spaces.base.SearchSpace.published_figures`).
 """
 from __future__ import annotations
@@ -29,7 +31,7 @@ from ..spaces import get_space
 from ..spaces.base import Genotype, PublishedFigure
 from . import figures
 from .architecture import draw_graph
-from .baselines import ConstantBaseline
+from .baselines import ConstantBaseline, UntrainedBaseline
 from .changes import Changes
 from .collect import Evaluation, LatencyModel, Run, is_searched_slot
 from .document import Block, Code, Document, Folded, Image, Note, Paragraph, Section, Subsection, Table
@@ -37,7 +39,7 @@ from .provenance import Provenance
 from .qualitative import Samples
 
 __all__ = ["ReportInputs", "build_document", "SECTION_IDS", "quality_keys", "higher_is_better",
-           "backend_speedups"]
+           "backend_speedups", "margin", "against_baselines"]
 
 #: The sections' anchors, in order.
 SECTION_IDS = ("search", "ranking", "training", "tradeoff", "latency", "qualitative", "provenance", "changes")
@@ -56,6 +58,7 @@ class ReportInputs:
     changes: Changes
     qualitative: Mapping[str, tuple[str, Samples]] = field(default_factory=dict)   # dataset -> (slot, samples)
     baselines: Mapping[str, ConstantBaseline] = field(default_factory=dict)        # dataset -> constant baseline
+    untrained: Mapping[str, UntrainedBaseline] = field(default_factory=dict)       # dataset -> untrained network
     moving_average: int | None = None     # window; None: a twentieth of the architectures (3 to 100)
     tradeoff_size: str | None = None      # HxW; None: the largest size measured
     latency_skipped: str = ""             # why there is no latency file, when there is none
@@ -134,6 +137,59 @@ def _score_of(run: Run, ds: str, slot: str) -> tuple[str, float | None]:
     best = train.summary.get("best") or {}
     value = best.get(train.score)
     return train.score, float(value) if isinstance(value, (int, float)) else None
+
+
+def margin(score: str, ours: float | None, other: float | None) -> float | None:
+    """How much better ``ours`` is than ``other`` in ``score``'s units (negative: worse; None: undefined)."""
+    if ours is None or other is None or not math.isfinite(ours) or not math.isfinite(other):
+        return None
+    return ours - other if higher_is_better(score) else other - ours
+
+
+#: Margins smaller than this are ties: the scores are shown with four decimals.
+TIE = 5e-5
+
+
+def _versus(score: str, ours: float | None, other: float | None, what: str) -> str:
+    """"beats <what> by m" / "does not beat <what>: it trails it by m" / "... they tie", in bold."""
+    m = margin(score, ours, other)
+    if m is None:
+        return f"cannot be compared with {what} (a score is undefined)"
+    if m >= TIE:
+        return f"**beats** {what} **by {m:.4f}**"
+    if m <= -TIE:
+        return f"**does not beat** {what}: it trails it by {-m:.4f}"
+    return f"**does not beat** {what}: they tie (to four decimals)"
+
+
+def against_baselines(ds: str, score: str, best: tuple[str, float | None],
+                      untrained: UntrainedBaseline | None, constant: ConstantBaseline | None,
+                      references: Sequence[tuple[str, str, float | None]]) -> str:
+    """The verdict on ``ds``: does the best searched slot (``best``: its title and score) beat the
+    untrained network and the constant prediction, and how does it compare with the reference slots
+    (``references``: their names, what they hold and their scores)? Every claim is computed from
+    the numbers given."""
+    title, value = best
+    order = "higher" if higher_is_better(score) else "lower"
+    text = (f"**The best searched slot on {ds} against the baselines.** {title[:1].upper() + title[1:]} scores "
+            f"{score} **{_f(value)}** ({order} is better). ")
+    if untrained is not None:
+        u = untrained.scores.get(score)
+        images = (f"{untrained.num_images} of the {untrained.total_images} images" if untrained.capped
+                  else f"all {untrained.total_images} images")
+        what = (f"the untrained network ({score} {_f(u)}: the same architecture, freshly initialised with the "
+                f"training seed {untrained.seed}, on {images} of {untrained.split})")
+        text += f"It {_versus(score, value, u, what)}. "
+    else:
+        text += "There is no untrained-network score to compare it with. "
+    if constant is not None:
+        c = constant.scores.get(score)
+        text += f"It {_versus(score, value, c, f'the best constant prediction ({score} {_f(c)})')}. "
+    if references:
+        parts = [_versus(score, value, v, f"the {name} slot ({about}, {score} {_f(v)})").replace("**", "")
+                 for name, about, v in references]
+        text += "Against the references, trained the same way: it " + "; it ".join(parts) + "."
+    return text.strip()
 
 
 def best_searched_slot(run: Run, ds: str) -> str | None:
@@ -289,20 +345,25 @@ def _published_rows(space: str, dataset: str, split: str, keys: Sequence[str]) -
     return rows
 
 
-def training_section(run: Run, baselines: Mapping[str, ConstantBaseline]) -> Section:
+def training_section(run: Run, baselines: Mapping[str, ConstantBaseline],
+                     untrained: Mapping[str, UntrainedBaseline] | None = None) -> Section:
     colours = _colours(run)
     blocks: list[Block] = [Paragraph(
         f"Every slot is trained in full on each dataset of the {run.experiment} experiment "
         f"({', '.join(run.datasets)}) with the same settings, then its best checkpoint is scored at full "
         "resolution by the evaluate stage. The published and random slots are the references: a searched "
         "architecture should beat the random one, and the published one shows what the papers' "
-        "architecture reaches under the same (here: this preset's) training.")]
+        "architecture reaches under the same (here: this preset's) training. Two baselines give the floor: "
+        "the untrained network (the best searched slot's architecture before any training) and the best "
+        "constant prediction; each dataset's verdict below is computed from the numbers in its table.")]
+    untrained = untrained or {}
     for ds in run.datasets:
-        blocks.append(_dataset_training(run, ds, colours, baselines.get(ds)))
+        blocks.append(_dataset_training(run, ds, colours, baselines.get(ds), untrained.get(ds)))
     return Section("training", "Full training", tuple(blocks))
 
 
-def _dataset_training(run: Run, ds: str, colours: Mapping[str, str], baseline: ConstantBaseline | None) -> Subsection:
+def _dataset_training(run: Run, ds: str, colours: Mapping[str, str], baseline: ConstantBaseline | None,
+                      untrained: UntrainedBaseline | None = None) -> Subsection:
     trainings = [run.trainings[ds, s] for s in run.slots]
     task, score = trainings[0].task, trainings[0].score
     evaluations = [run.evaluations.get((ds, s)) for s in run.slots]
@@ -314,14 +375,27 @@ def _dataset_training(run: Run, ds: str, colours: Mapping[str, str], baseline: C
         f"Task: {task}. Scored on the **{split}** split" + (f" ({images} images)" if images else "") +
         f"; the model kept is the best validation {score} ({'higher' if higher_is_better(score) else 'lower'} "
         "is better).")]
+    best_slot = best_searched_slot(run, ds)
+    if best_slot is not None:
+        blocks.append(Paragraph(against_baselines(
+            ds, score, (_slot_title(run, best_slot), _score_of(run, ds, best_slot)[1]), untrained, baseline,
+            [(s, _slot_title(run, s).split("(", 1)[1].rstrip(")"), _score_of(run, ds, s)[1])
+             for s in run.slots if not is_searched_slot(s)])))
     curves = {t.slot: {"score": t.column(f"val_{score}"), "loss": t.column("train_loss")} for t in trainings}
-    base_value = baseline.scores.get(score) if baseline is not None else None
+    lines: list[tuple[str, float]] = []
+    dotted = []
+    if untrained is not None and untrained.scores.get(score) is not None:
+        lines.append((f"untrained (slot {untrained.slot}, seed {untrained.seed})", untrained.scores[score]))
+        dotted.append(f"the untrained network (slot {untrained.slot}'s architecture, seed {untrained.seed}"
+                      + (f", {untrained.num_images} images" if untrained.capped else "") + ")")
+    if baseline is not None and baseline.scores.get(score) is not None:
+        lines.append((f"constant prediction ({baseline.value})", baseline.scores[score]))
+        dotted.append(f"the best constant prediction ({baseline.value})")
     blocks.append(Image(f"{run.experiment}-train-{ds}-curves", figures.training_curves(
-        curves, score=score, colours=colours, baseline=base_value,
-        baseline_label=f"constant prediction ({baseline.value})" if baseline else ""),
+        curves, score=score, colours=colours, baselines=lines),
         f"Validation {score} and training loss per epoch, per slot, on {ds}" +
-        (f"; dotted: the best constant prediction ({baseline.value}), a floor any trained model must beat."
-         if baseline is not None else ".")))
+        (f"; dotted: {' and '.join(dotted)}, scored on the {split} split, floors any trained model must beat."
+         if dotted else ".")))
     rows, styles = [], []
     for t, e in zip(trainings, evaluations):
         best = t.summary.get("best") or {}
@@ -332,6 +406,13 @@ def _dataset_training(run: Run, ds: str, colours: Mapping[str, str], baseline: C
                      *(_f(scores.get(k)) for k in keys),
                      f"{float(t.summary.get('train_seconds') or 0):.0f}"))
         styles.append("" if is_searched_slot(t.slot) else "reference")
+    if untrained is not None:
+        rows.append((f"untrained network: {_slot_title(run, untrained.slot)}, seed {untrained.seed}",
+                     "baseline" + (f" ({untrained.num_images} of {untrained.total_images} images)"
+                                   if untrained.capped else ""),
+                     _n(run.trainings[ds, untrained.slot].params), "0", "—",
+                     *(_f(untrained.scores.get(k)) for k in keys), "0"))
+        styles.append("reference")
     if baseline is not None:
         rows.append((f"constant prediction: {baseline.value}", "baseline", "0", "0", "—",
                      *(_f(baseline.scores.get(k)) for k in keys), "0"))
@@ -345,6 +426,11 @@ def _dataset_training(run: Run, ds: str, colours: Mapping[str, str], baseline: C
         ("slot", "scores from", "params", "epochs", f"best val. {score}", *keys, "train s"), tuple(rows),
         numeric=(False, False, True, True, True, *([True] * len(keys)), True), row_styles=tuple(styles),
         caption=f"Final scores on {ds} {split}. Params: the network as it infers (no auxiliary heads). "
+                + (f"The untrained network is slot {untrained.slot}'s architecture freshly initialised with the "
+                   f"training seed ({untrained.seed}; every weight random, the encoder's too) and scored as the "
+                   "evaluate stage scores" + (f", on {untrained.num_images} of the {untrained.total_images} images "
+                                              "of the split, spread evenly over it (--baseline-images)"
+                                              if untrained.capped else "") + ". " if untrained else "")
                 + ("The constant prediction is chosen with the labels of the scored split. " if baseline else "")
                 + (f"Published rows are the papers' figures for their architectures trained in full on the real "
                    f"data ({'; '.join(sorted(sources))}), not measured here." if sources else "")))
@@ -710,7 +796,7 @@ def build_document(run: Run, inputs: ReportInputs) -> Document:
     sections = (
         search_section(run, inputs.moving_average),
         ranking_section(run),
-        training_section(run, inputs.baselines),
+        training_section(run, inputs.baselines, inputs.untrained),
         tradeoff_section(run, inputs.tradeoff_size, inputs.latency_skipped),
         latency_section(run, inputs.latency_skipped),
         qualitative_section(run, inputs.qualitative),
