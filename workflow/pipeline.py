@@ -320,7 +320,7 @@ def report_stages(config: Mapping[str, Any]) -> list[Stage]:
             cmd=f"python -m stages.report --experiment {exp} --out reports/{exp} --no-progress",
             entry=("stages.report",),
             deps=tuple(deps),
-            params=("preset", f"rank.{exp}.{PRESET}.k"),
+            params=("preset", f"rank.{exp}.{PRESET}.k", *(f"train.{exp}.{ds}.{PRESET}.seed" for ds in datasets)),
             outs=(Out(f"reports/{exp}/report.html", report="Report"), Out(f"reports/{exp}/report.md"),
                   Out(f"reports/{exp}/figures", directory=True, report="Figures")),
             comment=(f"The {exp} report: reports/{exp}/report.html (self-contained) and report.md with "
