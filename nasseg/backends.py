@@ -15,6 +15,9 @@ network's output (logits or depth at decoder resolution), as a torch tensor.
                           so convolutions are pre-packed and fused with their activations
 ``onnxruntime``           the ONNX export of :mod:`nasseg.export` in ONNX Runtime, every graph
                           optimisation on (on CPUs: the blocked NCHWc layout)
+``openvino``              the same ONNX export compiled by OpenVINO for the input size, float32
+                          arithmetic kept (``INFERENCE_PRECISION_HINT: f32``: on CPUs with bf16
+                          units OpenVINO would otherwise compute in bf16)
 ``int8``                  ONNX Runtime static quantisation of that export (QDQ, int8 weights per
                           output channel, uint8 activations), calibrated on real images
 ========================  =================================================================
@@ -152,6 +155,27 @@ def _onnxruntime(model: nn.Module, example: torch.Tensor, ctx: BackendContext) -
     return _session_predictor(ctx.onnx_file(model), ctx)
 
 
+def _openvino(model: nn.Module, example: torch.Tensor, ctx: BackendContext) -> Predictor:
+    if torch.device(ctx.device).type == "cuda":
+        raise BackendUnavailable("openvino is timed on the CPU only (OpenVINO has no CUDA device)")
+    try:
+        import openvino as ov
+    except ImportError as exc:
+        raise BackendUnavailable("the openvino package is not installed (pip install openvino)") from exc
+    core = ov.Core()
+    network = core.read_model(str(ctx.onnx_file(model)))
+    network.reshape([int(d) for d in example.shape])      # compiled for the timed size, as ONNX Runtime
+    compiled = core.compile_model(network, "CPU", {"INFERENCE_NUM_THREADS": ctx.threads,
+                                                   "PERFORMANCE_HINT": "LATENCY",
+                                                   "INFERENCE_PRECISION_HINT": "f32"})
+    request = compiled.create_infer_request()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        out = request.infer({0: x.detach().cpu().numpy()})[0]
+        return torch.from_numpy(out.copy())       # the request reuses its output buffer
+    return run
+
+
 def _int8(model: nn.Module, example: torch.Tensor, ctx: BackendContext) -> Predictor:
     if torch.device(ctx.device).type == "cuda":
         raise BackendUnavailable("int8 is timed on the CPU only (ONNX Runtime's CUDA provider runs "
@@ -188,6 +212,7 @@ BACKENDS: dict[str, Callable[[nn.Module, torch.Tensor, BackendContext], Predicto
     "channels_last": _channels_last,
     "compile": _compile,
     "onnxruntime": _onnxruntime,
+    "openvino": _openvino,
     "int8": _int8,
 }
 

@@ -117,7 +117,7 @@ def test_a_backend_that_disagrees_with_eager_is_not_timed_and_a_broken_one_is_re
 
 @pytest.mark.slow
 def test_real_backends_match_eager_and_are_timed(tmp_path, cityscapes):
-    params = BenchmarkParams(sizes=("64x128",), backends=("eager", "channels_last", "onnxruntime", "int8"),
+    params = BenchmarkParams(sizes=("64x128",), backends=("eager", "channels_last", "onnxruntime", "openvino", "int8"),
                              calibration_images=4, accuracy_split={"cityscapes": "val"}, accuracy_images=3, **SMALL)
     entry = benchmark_network(small_network(), params, workdir=tmp_path, data=cityscapes)
     by = {r["backend"]: r for r in entry["results"]}
@@ -140,7 +140,7 @@ def test_the_stage_writes_json_csv_and_metrics_with_their_fields(tmp_path, citys
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "cityscapes").symlink_to(cityscapes)     # --data-root holds <root>/<dataset>
     run_cli([sys.executable, "-m", "stages.benchmark", "--checkpoint", f"cityscapes/1={ckpt}",
-             "--sizes", "64x128,96x96", "--backends", "eager,onnxruntime,int8", "--min-seconds", "0.01",
+             "--sizes", "64x128,96x96", "--backends", "eager,onnxruntime,openvino,int8", "--min-seconds", "0.01",
              "--repeats", "2", "--threads", "1", "--data-root", str(tmp_path / "data"),
              "--out", str(out), "--metrics", str(tmp_path / "bench" / "metrics.json"), "--no-progress"],
             cwd=ROOT)
@@ -155,17 +155,17 @@ def test_the_stage_writes_json_csv_and_metrics_with_their_fields(tmp_path, citys
     assert m["params"] == m["params_without_aux"] == nasseg.count_parameters(card.build())
     assert set(m["flops"]) == {"64x128", "96x96"} and m["flops"]["96x96"] > m["flops"]["64x128"] > 0
     assert [(r["size"], r["backend"]) for r in m["results"]] == [
-        (s, b) for s in ("64x128", "96x96") for b in ("eager", "onnxruntime", "int8")]
+        (s, b) for s in ("64x128", "96x96") for b in ("eager", "onnxruntime", "openvino", "int8")]
     for r in m["results"]:
         assert r["status"] == "ok", r
         assert set(r["stats"]) == {"median", "mean", "std", "p90", "min", "runs", "repeats"}
         assert r["stats"]["min"] <= r["stats"]["median"] <= r["stats"]["p90"] and r["stats"]["repeats"] == 2
     assert m["int8"]["split"] == "val"        # cityscapes' accuracy split by default
     rows = list(csv.DictReader((out.with_suffix(".csv")).open()))
-    assert tuple(rows[0]) == CSV_FIELDS and len(rows) == 6
+    assert tuple(rows[0]) == CSV_FIELDS and len(rows) == 8
     assert float(rows[0]["median_ms"]) == pytest.approx(1e3 * m["results"][0]["stats"]["median"])
     metrics = json.loads((tmp_path / "bench" / "metrics.json").read_text())
-    assert set(metrics["cityscapes/1"]["64x128"]) == {"eager_ms", "onnxruntime_ms", "int8_ms"}
+    assert set(metrics["cityscapes/1"]["64x128"]) == {"eager_ms", "onnxruntime_ms", "openvino_ms", "int8_ms"}
     assert "int8_miou_delta" in metrics["cityscapes/1"]
 
 
