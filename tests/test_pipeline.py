@@ -174,3 +174,27 @@ def test_dvc_tracks_only_the_active_preset():
     params = dvc_stages(ROOT)["search_wacv"]["params"]
     preset = pipeline.read_params()["preset"]
     assert params == {"preset", f"search.wacv.{preset}"}
+
+
+def test_upstream_follows_the_data_and_stays_in_its_experiment():
+    config = pipeline.read_params()
+    wacv = pipeline.upstream(config, ["report_wacv"])
+    assert wacv[-1] == "report_wacv" and {"build_ext", "search_wacv", "rank_wacv", "benchmark_wacv",
+                                          "train_wacv_camvid_random", "evaluate_wacv_cityscapes_1"} <= set(wacv)
+    assert not [name for name in wacv if "cvpr" in name or name.endswith(("_voc", "_nyud"))]
+    assert pipeline.upstream(config, ["prepare_voc"]) == ["synthesize_voc", "prepare_voc"]
+    with pytest.raises(SystemExit, match="unknown stage"):
+        pipeline.upstream(config, ["report_imagenet"])
+
+
+def test_set_preset_changes_only_the_preset_line(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text())
+    before = path.read_text().splitlines()
+    pipeline.set_preset(path, "paper")
+    after = path.read_text().splitlines()
+    assert [(a, b) for a, b in zip(before, after) if a != b] == [("preset: default", "preset: paper")]
+    with pytest.raises(SystemExit, match="no preset 'fast'"):
+        pipeline.set_preset(path, "fast")
+    # the stage table follows: the paper preset ranks three CVPR architectures
+    assert "train_cvpr_voc_3" in {s.name for s in pipeline.stages(pipeline.read_params(path))}
