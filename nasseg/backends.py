@@ -19,7 +19,9 @@ network's output (logits or depth at decoder resolution), as a torch tensor.
                           arithmetic kept (``INFERENCE_PRECISION_HINT: f32``: on CPUs with bf16
                           units OpenVINO would otherwise compute in bf16)
 ``int8``                  ONNX Runtime static quantisation of that export (QDQ, int8 weights per
-                          output channel, uint8 activations), calibrated on real images
+                          output channel, uint8 activations), calibrated on real images, run in
+                          ONNX Runtime
+``int8_openvino``         the same quantised file run by OpenVINO (its int8 kernels)
 ========================  =================================================================
 
 Why a registry: the benchmark (:mod:`nasseg.benchmarking`) checks each backend's
@@ -155,16 +157,18 @@ def _onnxruntime(model: nn.Module, example: torch.Tensor, ctx: BackendContext) -
     return _session_predictor(ctx.onnx_file(model), ctx)
 
 
-def _openvino(model: nn.Module, example: torch.Tensor, ctx: BackendContext) -> Predictor:
+def _openvino_predictor(path: Path, example: torch.Tensor, ctx: BackendContext) -> Predictor:
+    """The ONNX file ``path`` compiled by OpenVINO for the CPU at ``example``'s shape, float32
+    kept where the file computes in float32 (a QDQ file's int8 parts run in int8)."""
     if torch.device(ctx.device).type == "cuda":
-        raise BackendUnavailable("openvino is timed on the CPU only (OpenVINO has no CUDA device)")
+        raise BackendUnavailable("the OpenVINO backends are timed on the CPU only (OpenVINO has no CUDA device)")
     try:
         import openvino as ov
     except ImportError as exc:
         raise BackendUnavailable("the openvino package is not installed (pip install openvino)") from exc
     core = ov.Core()
-    network = core.read_model(str(ctx.onnx_file(model)))
-    network.reshape([int(d) for d in example.shape])      # compiled for the timed size, as ONNX Runtime
+    network = core.read_model(str(path))
+    network.reshape([int(d) for d in example.shape])      # compiled for the timed size
     compiled = core.compile_model(network, "CPU", {"INFERENCE_NUM_THREADS": ctx.threads,
                                                    "PERFORMANCE_HINT": "LATENCY",
                                                    "INFERENCE_PRECISION_HINT": "f32"})
@@ -174,6 +178,14 @@ def _openvino(model: nn.Module, example: torch.Tensor, ctx: BackendContext) -> P
         out = request.infer({0: x.detach().cpu().numpy()})[0]
         return torch.from_numpy(out.copy())       # the request reuses its output buffer
     return run
+
+
+def _openvino(model: nn.Module, example: torch.Tensor, ctx: BackendContext) -> Predictor:
+    return _openvino_predictor(ctx.onnx_file(model), example, ctx)
+
+
+def _int8_openvino(model: nn.Module, example: torch.Tensor, ctx: BackendContext) -> Predictor:
+    return _openvino_predictor(ctx.int8_file(model), example, ctx)
 
 
 def _int8(model: nn.Module, example: torch.Tensor, ctx: BackendContext) -> Predictor:
@@ -214,10 +226,14 @@ BACKENDS: dict[str, Callable[[nn.Module, torch.Tensor, BackendContext], Predicto
     "onnxruntime": _onnxruntime,
     "openvino": _openvino,
     "int8": _int8,
+    "int8_openvino": _int8_openvino,
 }
 
-#: Backends whose arithmetic is not float32's: checked against eager with the int8 tolerance.
-LOW_PRECISION = frozenset({"int8"})
+#: The int8 backends, each with the float32 backend running the same runtime (int8's accuracy
+#: change is measured against it); their arithmetic is not float32's, so they are checked
+#: against eager with the int8 tolerance.
+INT8_BASELINE = {"int8": "onnxruntime", "int8_openvino": "openvino"}
+LOW_PRECISION = frozenset(INT8_BASELINE)
 
 
 def backend(name: str) -> Callable[[nn.Module, torch.Tensor, BackendContext], Predictor]:

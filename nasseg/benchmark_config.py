@@ -14,7 +14,7 @@ from .config import Config, parse_size
 __all__ = ["BenchmarkParams", "BACKEND_NAMES"]
 
 #: The backends of :mod:`nasseg.backends`, by name (here, so that this module needs no torch).
-Backend = Literal["eager", "channels_last", "compile", "onnxruntime", "openvino", "int8"]
+Backend = Literal["eager", "channels_last", "compile", "onnxruntime", "openvino", "int8", "int8_openvino"]
 BACKEND_NAMES: tuple[str, ...] = get_args(Backend)
 #: The split of each dataset where int8's change in quality is measured by default: the
 #: validation split (NYUD-v2 has none: its test split).

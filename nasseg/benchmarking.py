@@ -17,8 +17,9 @@ network
   disagrees is recorded as ``mismatch`` and not timed; one that cannot run here is
   recorded as ``unavailable`` or ``failed`` with the reason -- and times it with
   :func:`nasseg.latency.measure` (eval mode enforced, calibrated runs, repeats);
-* for ``int8``, measures its change in mIoU (RMSE for depth) against the float32
-  ONNX network on a split of the network's dataset, when one is given.
+* for the first int8 backend (``int8``: ONNX Runtime, ``int8_openvino``: OpenVINO), measures
+  its change in mIoU (RMSE for depth) against the float32 network in the same runtime on a
+  split of the network's dataset, when one is given.
 
 The result is plain data (:data:`FORMAT`), written by :func:`write_results` as JSON,
 as a CSV with one row per network, size and backend, and as a metrics JSON keyed
@@ -46,7 +47,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .backends import LOW_PRECISION, BackendContext, BackendUnavailable, Predictor, backend, torch_threads
+from .backends import INT8_BASELINE, LOW_PRECISION, BackendContext, BackendUnavailable, Predictor, backend, torch_threads
 from .benchmark_config import BenchmarkParams
 from .checkpoint import ModelCard
 from .errors import InputError
@@ -142,9 +143,10 @@ def _quality(card: ModelCard, scores: dict[str, Any]) -> tuple[str, float]:
 
 
 def int8_accuracy(network: Network, ctx: BackendContext, data: Path, split: str,
-                  limit: int | None) -> dict[str, Any]:
-    """mIoU (segmentation) or RMSE (depth) of the float32 and the int8 ONNX network on
-    ``split`` of ``data`` (at most ``limit`` images), full resolution, and the change."""
+                  limit: int | None, backend_name: str = "int8") -> dict[str, Any]:
+    """mIoU (segmentation) or RMSE (depth) of the int8 backend ``backend_name`` and of the float32
+    backend of the same runtime (:data:`nasseg.backends.INT8_BASELINE`) on ``split`` of ``data``
+    (at most ``limit`` images), full resolution, and the change."""
     from .backends import BACKENDS
     from .data import PreparedDataset, eval_transform
     from .evaluation import evaluate
@@ -158,9 +160,10 @@ def int8_accuracy(network: Network, ctx: BackendContext, data: Path, split: str,
             yield image[None], target[None]
 
     model, _ = deployable(network.model)
-    results: dict[str, Any] = {"split": split, "num_images": n}
-    for name, key in (("onnxruntime", "fp32"), ("int8", "int8")):
-        module = _OnnxModule(BACKENDS[name](model, torch.zeros(1, 3, 64, 64), ctx))
+    results: dict[str, Any] = {"split": split, "num_images": n, "backend": backend_name,
+                               "fp32_backend": INT8_BASELINE[backend_name]}
+    for name, key in ((INT8_BASELINE[backend_name], "fp32"), (backend_name, "int8")):
+        module = _OnnxModule(_any_size(BACKENDS[name], model, ctx))
         scores = evaluate(module, batches(), task=network.card.task, num_classes=network.card.num_classes,
                           ignore_index=dataset.ignore_index)
         metric, value = _quality(network.card, scores)
@@ -169,6 +172,20 @@ def int8_accuracy(network: Network, ctx: BackendContext, data: Path, split: str,
     results["metric"] = metric
     results["delta"] = results[f"{metric}_int8"] - results[f"{metric}_fp32"]
     return results
+
+
+def _any_size(prepare: Callable[[nn.Module, torch.Tensor, BackendContext], Predictor], model: nn.Module,
+              ctx: BackendContext) -> Predictor:
+    """A predictor for inputs of any size: backends that compile for one size (OpenVINO) are
+    prepared again for each new size (whole images of a split differ in size)."""
+    cache: dict[tuple[int, ...], Predictor] = {}
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        shape = tuple(x.shape)
+        if shape not in cache:
+            cache[shape] = prepare(model, x, ctx)
+        return cache[shape](x)
+    return run
 
 
 def calibration_batches(data: Path, task: str, count: int, split: str = "train") -> list[torch.Tensor]:
@@ -216,7 +233,7 @@ def benchmark_network(network: Network, params: BenchmarkParams, *, workdir: Pat
     model, fold = deployable(original)
     check_eval_mode(model)
     calibration: list[torch.Tensor] = []
-    if "int8" in params.backends and data is not None:
+    if LOW_PRECISION & set(params.backends) and data is not None:
         calibration = calibration_batches(data, card.task, params.calibration_images)
     ctx = BackendContext(threads=params.threads, workdir=workdir, calibration=calibration,
                          device=params.device, name=_safe_name(network.label))
@@ -253,10 +270,10 @@ def benchmark_network(network: Network, params: BenchmarkParams, *, workdir: Pat
             if record["stats"]:
                 log.info("%s %s %s: median %.2f ms", network.label, size, name, 1e3 * record["stats"]["median"])
     split = params.accuracy_split.get(card.dataset)
-    if "int8" in params.backends and data is not None and split is not None and calibration:
-        ok_int8 = any(r["backend"] == "int8" and r["status"] == "ok" for r in entry["results"])
-        if ok_int8:
-            entry["int8"] = int8_accuracy(network, ctx, data, split, params.accuracy_images)
+    ok = {r["backend"] for r in entry["results"] if r["status"] == "ok"}
+    measured = [name for name in params.backends if name in INT8_BASELINE and name in ok]
+    if measured and data is not None and split is not None and calibration:
+        entry["int8"] = int8_accuracy(network, ctx, data, split, params.accuracy_images, measured[0])
     return entry
 
 

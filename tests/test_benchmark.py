@@ -117,15 +117,17 @@ def test_a_backend_that_disagrees_with_eager_is_not_timed_and_a_broken_one_is_re
 
 @pytest.mark.slow
 def test_real_backends_match_eager_and_are_timed(tmp_path, cityscapes):
-    params = BenchmarkParams(sizes=("64x128",), backends=("eager", "channels_last", "onnxruntime", "openvino", "int8"),
+    params = BenchmarkParams(sizes=("64x128",), backends=("eager", "channels_last", "onnxruntime", "openvino", "int8",
+                                                                   "int8_openvino"),
                              calibration_images=4, accuracy_split={"cityscapes": "val"}, accuracy_images=3, **SMALL)
     entry = benchmark_network(small_network(), params, workdir=tmp_path, data=cityscapes)
     by = {r["backend"]: r for r in entry["results"]}
     assert all(r["status"] == "ok" and r["stats"]["median"] > 0 for r in by.values()), by
     assert by["onnxruntime"]["max_abs_diff"] < 1e-3 * 10
-    assert "relative RMS error" in by["int8"]["check"]
+    assert "relative RMS error" in by["int8"]["check"] and "relative RMS error" in by["int8_openvino"]["check"]
     int8 = entry["int8"]
     assert int8["split"] == "val" and int8["num_images"] == 3 and int8["metric"] == "miou"
+    assert (int8["backend"], int8["fp32_backend"]) == ("int8", "onnxruntime")
     assert int8["delta"] == pytest.approx(int8["miou_int8"] - int8["miou_fp32"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cityscapes_1.int8.onnx", "cityscapes_1.onnx"]
 

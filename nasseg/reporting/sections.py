@@ -47,7 +47,7 @@ SECTION_IDS = ("search", "ranking", "training", "tradeoff", "latency", "qualitat
 _SEGMENTATION_KEYS = ("miou", "mean_acc", "fwiou", "pixel_acc")
 _DEPTH_KEYS = ("rmse", "abs_rel", "log10", "delta1", "delta2", "delta3")
 #: Backends that change the numbers computed (their speed is shown with their accuracy cost).
-QUANTISED = ("int8",)
+QUANTISED = ("int8", "int8_openvino")
 REFERENCE = "eager"
 
 
