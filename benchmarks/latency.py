@@ -4,9 +4,10 @@
   batch 1 -- it computes what the authors' model computes (their model code, ported and
   checked output for output in tests/test_models.py); nothing of theirs is imported;
 * the backends of nasseg.backends on the deployable network (BatchNorm folded, dead branches
-  removed): eager, channels_last, compile (torch.compile with freezing), onnxruntime, int8
-  (ONNX Runtime static quantisation, calibrated on random images here: its speed, not its
-  accuracy, which the benchmark stage measures on real images).
+  removed): eager, channels_last, compile (torch.compile with freezing), onnxruntime, openvino
+  (float32), int8 and int8_openvino (ONNX Runtime static quantisation run in ONNX Runtime and
+  in OpenVINO; calibrated on random images here: their speed, not their accuracy, which the
+  benchmark stage measures on real images).
 
 Per size, every arm is prepared and checked against the baseline first, then the arms are timed
 interleaved: --reps rounds, each arm once per round with at least --min-seconds of timed runs
@@ -16,7 +17,7 @@ ratios to the baseline's median and minimum; the targets are the best float32 ba
 vector extensions (figures move between machines; ratios within one run are what count).
 
     python benchmarks/latency.py [--sizes 360x480,1024x2048] [--reps 5] [--min-seconds 1] [--threads 2]
-        [--backends eager,channels_last,compile,onnxruntime,int8] [--classes 19]
+        [--backends eager,channels_last,compile,onnxruntime,openvino,int8,int8_openvino] [--classes 19]
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--min-seconds", type=float, default=1.0, help="timed work per arm and round")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--backends", default="eager,channels_last,compile,onnxruntime,int8")
+    parser.add_argument("--backends", default="eager,channels_last,compile,onnxruntime,openvino,int8,int8_openvino")
     parser.add_argument("--genotype", default="wacv/arch0")
     parser.add_argument("--classes", type=int, default=19)
     args = parser.parse_args()
