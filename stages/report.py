@@ -1,6 +1,6 @@
 """The report of one experiment: search, ranking, training, trade-off, latency, samples, provenance.
 
-    python -m stages.report --experiment wacv --out reports/wacv/report
+    python -m stages.report --experiment wacv --out reports/wacv
 
 Writes into --out, each file atomically: report.html (one self-contained page, every
 image embedded), report.md and figures/ (the Markdown's images, referenced relatively).
