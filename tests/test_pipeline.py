@@ -191,7 +191,9 @@ def test_set_preset_changes_only_the_preset_line(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text((ROOT / "params.yaml").read_text())
     before = path.read_text().splitlines()
-    pipeline.set_preset(path, "paper")
+    changes = {key: (a, b) for key, a, b in pipeline.set_preset(path, "paper")}
+    assert changes["train.wacv.camvid.epochs"] == (40, 100) and changes["rank.cvpr.k"] == (2, 3)
+    assert "train.wacv.camvid.train_split" not in changes          # the same in both presets
     after = path.read_text().splitlines()
     assert [(a, b) for a, b in zip(before, after) if a != b] == [("preset: default", "preset: paper")]
     with pytest.raises(SystemExit, match="no preset 'fast'"):

@@ -446,17 +446,52 @@ def _tree(path: Path) -> list[Path]:
     return [*sorted(path.rglob("*"), key=lambda p: -len(p.parts)), path]
 
 
-def set_preset(path: Path, name: str) -> None:
-    """Set the top-level `preset:` of params file `path` to `name`, changing only that line."""
+def set_preset(path: Path, name: str) -> list[tuple[str, Any, Any]]:
+    """Set the top-level `preset:` of params file `path` to `name`, changing only that line.
+
+    Returns the values that change for the stages, as (key without the preset, old value,
+    new value): `dvc params diff` shows only `preset` itself, since the presets' own values
+    stay as they were; this is what the switch means to each stage.
+    """
     text = path.read_text()
-    presets = set(yaml.safe_load(text)["train"]["wacv"]["cityscapes"])
+    params = yaml.safe_load(text)
+    presets = set(params["train"]["wacv"]["cityscapes"])
     if name not in presets:
         raise SystemExit(f"{path}: no preset {name!r} (the presets: {', '.join(sorted(presets))})")
     new, count = re.subn(r"(?m)^preset:.*$", f"preset: {name}", text)
     if count != 1:
         raise SystemExit(f"{path}: expected one top-level `preset:` line, found {count}")
     path.write_text(new)
-    print(f"{path}: preset {name}", file=sys.stderr)
+    return preset_changes(params, params["preset"], name)
+
+
+def preset_changes(params: Mapping[str, Any], old: str, new: str) -> list[tuple[str, Any, Any]]:
+    """Every value that differs between presets `old` and `new` of `params`, keyed without the
+    preset's name (`train.wacv.camvid.epochs`)."""
+    changes: list[tuple[str, Any, Any]] = []
+
+    def walk(node: Any, key: str) -> None:
+        if not isinstance(node, Mapping):
+            return
+        if old in node and new in node and isinstance(node[old], Mapping):
+            a, b = _flatten(node[old]), _flatten(node[new])
+            changes.extend((f"{key}.{k}".lstrip("."), a.get(k), b.get(k))
+                           for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k))
+            return
+        for child, value in node.items():
+            walk(value, f"{key}.{child}")
+
+    walk(params, "")
+    return changes
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(node, Mapping):
+        return {prefix: node}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
 
 
 def read_params(path: Path = ROOT / "params.yaml") -> dict[str, Any]:
@@ -477,7 +512,10 @@ def main(argv: list[str] | None = None) -> int:
                              "params.yaml, keeping its comments, and rewrite dvc.yaml for it")
     args = parser.parse_args(argv)
     if args.preset:
-        set_preset(args.params, args.preset)
+        changes = set_preset(args.params, args.preset)
+        print(f"{args.params}: preset {args.preset}; what changes for the stages ({len(changes)} values):")
+        for key, before, after in changes:
+            print(f"  {key}: {before!r} -> {after!r}")
     if args.sync_dvc:
         sync_dvc(upstream(read_params(args.params), args.sync_dvc))
         return 0
