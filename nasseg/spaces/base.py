@@ -298,6 +298,25 @@ class SearchSpace(ABC, Generic[G]):
         """
 
 
+def pool_panel(title: str, encoder_stages: Sequence[int], steps: Sequence[tuple[str, int, int]]) -> GraphPanel:
+    """A decoder as a graph panel: the encoder outputs (pool entries 0..n-1; one no step reads is
+    drawn as unused), each step (pool entry n + s) reading two pool entries, and the
+    concatenation of the steps' outputs that no later step reads -- the shape both spaces'
+    decoders share. ``steps``: (label, input a, input b) each."""
+    read = {i for _, a, b in steps for i in (a, b)}
+    nodes = [GraphNode(f"p{k}", f"encoder stage {stage}" + ("" if k in read else "\n(unused)"),
+                       "input" if k in read else "unused")
+             for k, stage in enumerate(encoder_stages)]
+    edges: list[GraphEdge] = []
+    for s, (label, a, b) in enumerate(steps):
+        node = f"p{len(encoder_stages) + s}"
+        nodes.append(GraphNode(node, label, "merge"))
+        edges += [GraphEdge(f"p{a}", node, "a"), GraphEdge(f"p{b}", node, "b")]
+    nodes.append(GraphNode("out", "concat, 1x1, 3x3\n-> classes", "output"))
+    edges += [GraphEdge(f"p{k}", "out") for k in unread_outputs(len(encoder_stages), [(a, b) for _, a, b in steps])]
+    return GraphPanel(title, tuple(nodes), tuple(edges))
+
+
 def unread_outputs(first: int, inputs: Sequence[tuple[int, int]]) -> list[int]:
     """The outputs no later step reads, in order: step ``s`` (pool index ``first + s``) reads the
     two pool entries ``inputs[s]``. What both spaces' decoders concatenate at their end."""

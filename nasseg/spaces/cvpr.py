@@ -25,8 +25,8 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .base import (unread_outputs, ArchitectureGraph, Decision, Genotype, GenotypeError, GraphEdge, GraphNode, GraphPanel,
-                   PublishedFigure, SearchSpace, check, check_index, check_op)
+from .base import (ArchitectureGraph, Decision, Genotype, GenotypeError, GraphEdge, GraphNode, GraphPanel,
+                   PublishedFigure, SearchSpace, check, check_index, check_op, pool_panel)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["CVPR_OPS", "CVPR_NUM_POOLS", "CVPR_CELL_LAYERS", "CVPR_DECODER_BLOCKS", "ENCODER_STAGES",
            "CellLayer", "Connection", "CVPRGenotype", "CVPRSpace", "PUBLISHED", "PUBLISHED_FIGURES", "SPACE",
            "cell_loose_ends",
-           "collected_blocks"]
+]
 
 # Ops in the index order of the original notation.
 CVPR_OPS: tuple[str, ...] = (
@@ -156,12 +156,6 @@ def cell_loose_ends(genotype: CVPRGenotype) -> list[int]:
     return loose
 
 
-def collected_blocks(genotype: CVPRGenotype) -> list[int]:
-    """The pool entries the decoder concatenates: the blocks (pool index num_pools + b) that no
-    later block reads (as :class:`~nasseg.models.cvpr_decoder.CVPRDecoder`)."""
-    return unread_outputs(genotype.num_pools, [(c.input_a, c.input_b) for c in genotype.connections])
-
-
 def _cell_panel(genotype: CVPRGenotype) -> GraphPanel:
     """The contextual cell: node 0 its input, 1 the first op, then per layer l the two ops
     (3l - 1, 3l) and their sum (3l + 1); the output sums the loose ends."""
@@ -181,18 +175,9 @@ def _cell_panel(genotype: CVPRGenotype) -> GraphPanel:
 def _decoder_panel(genotype: CVPRGenotype) -> GraphPanel:
     """The decoder: the encoder outputs, each block merging two pool entries through a cell
     each, and the concatenation of the blocks that no later block reads."""
-    read = {i for conn in genotype.connections for i in (conn.input_a, conn.input_b)}
-    nodes = [GraphNode(f"p{k}", f"encoder stage {stage}" + ("" if k in read else "\n(unused)"),
-                       "input" if k in read else "unused")
-             for k, stage in enumerate(ENCODER_STAGES[:genotype.num_pools])]
-    edges = []
-    for b, conn in enumerate(genotype.connections):
-        block = f"p{genotype.num_pools + b}"
-        nodes.append(GraphNode(block, f"block {b + 1}\ncell + cell", "merge"))
-        edges += [GraphEdge(f"p{conn.input_a}", block, "a"), GraphEdge(f"p{conn.input_b}", block, "b")]
-    nodes.append(GraphNode("out", "concat, 1x1, 3x3\n-> classes", "output"))
-    edges += [GraphEdge(f"p{k}", "out") for k in collected_blocks(genotype)]
-    return GraphPanel("decoder", tuple(nodes), tuple(edges))
+    return pool_panel("decoder", ENCODER_STAGES[:genotype.num_pools],
+                      [(f"block {b + 1}\ncell + cell", c.input_a, c.input_b)
+                       for b, c in enumerate(genotype.connections)])
 
 
 class CVPRSpace(SearchSpace[CVPRGenotype]):

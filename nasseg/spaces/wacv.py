@@ -21,15 +21,15 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .base import (unread_outputs, ArchitectureGraph, Decision, Genotype, GenotypeError, GraphEdge, GraphNode, GraphPanel,
-                   PublishedFigure, SearchSpace, check, check_index, check_op)
+from .base import (ArchitectureGraph, Decision, Genotype, GenotypeError, GraphEdge, GraphNode, GraphPanel,
+                   PublishedFigure, SearchSpace, check, check_index, check_op, pool_panel)
 
 if TYPE_CHECKING:
     from torch import nn
 
 __all__ = ["WACV_OPS", "AGG_OPS", "WACV_NUM_POOLS", "WACV_NUM_TEMPLATES", "WACV_NUM_LAYERS",
            "WACV_MAX_REPEATS", "ENCODER_STAGES", "Template", "TemplateLayer", "WACVGenotype", "WACVSpace",
-           "PUBLISHED", "PUBLISHED_FIGURES", "SPACE", "collected_layers"]
+           "PUBLISHED", "PUBLISHED_FIGURES", "SPACE"]
 
 # Ops and aggregations in the index order of the original notation.
 WACV_OPS: tuple[str, ...] = (
@@ -167,12 +167,6 @@ PUBLISHED_FIGURES: tuple[PublishedFigure, ...] = (
 )
 
 
-def collected_layers(genotype: WACVGenotype) -> list[int]:
-    """The pool entries the decoder concatenates: the layers (pool index num_pools + l) that no
-    later layer reads (as :class:`~nasseg.models.wacv_decoder.TemplateDecoder`)."""
-    return unread_outputs(genotype.num_pools, [(layer.input_a, layer.input_b) for layer in genotype.layers])
-
-
 def _templates_panel(genotype: WACVGenotype) -> GraphPanel:
     """Each template: op a on its first input, op b on its second, joined by the aggregation."""
     nodes: list[GraphNode] = []
@@ -189,20 +183,10 @@ def _templates_panel(genotype: WACVGenotype) -> GraphPanel:
 def _structure_panel(genotype: WACVGenotype) -> GraphPanel:
     """The encoder outputs, each layer (its template, repeats, stride) reading two pool entries,
     and the concatenation of the layers that no later layer reads."""
-    read = {i for layer in genotype.layers for i in (layer.input_a, layer.input_b)}
-    nodes = [GraphNode(f"p{k}", f"encoder stage {stage}" + ("" if k in read else "\n(unused)"),
-                       "input" if k in read else "unused")
-             for k, stage in enumerate(ENCODER_STAGES[:genotype.num_pools])]
-    edges = []
-    for l, layer in enumerate(genotype.layers):
-        node = f"p{genotype.num_pools + l}"
-        label = f"layer {l + 1}: T{layer.template} x{layer.repeats}" + (
-            f"\nstride {layer.stride}" if layer.stride > 1 else "")
-        nodes.append(GraphNode(node, label, "merge"))
-        edges += [GraphEdge(f"p{layer.input_a}", node, "a"), GraphEdge(f"p{layer.input_b}", node, "b")]
-    nodes.append(GraphNode("out", "concat, 1x1, 3x3\n-> classes", "output"))
-    edges += [GraphEdge(f"p{k}", "out") for k in collected_layers(genotype)]
-    return GraphPanel("decoder structure", tuple(nodes), tuple(edges))
+    return pool_panel("decoder structure", ENCODER_STAGES[:genotype.num_pools],
+                      [(f"layer {l + 1}: T{layer.template} x{layer.repeats}"
+                        + (f"\nstride {layer.stride}" if layer.stride > 1 else ""), layer.input_a, layer.input_b)
+                       for l, layer in enumerate(genotype.layers)])
 
 
 class WACVSpace(SearchSpace[WACVGenotype]):
