@@ -4,8 +4,9 @@ The user's first run, as the README's quick start has it (on the `ci` preset, to
 CI): every stage from the synthetic stand-ins to the report; running it again does
 nothing; DVC agrees (the Snakefile records the run in dvc.lock on success); then one
 training parameter changes, and exactly the trainings it belongs to and what follows
-them are out of date, in both tools; `dvc repro` runs them, after which Snakemake has
-nothing to do either.
+them are out of date, in both tools; `dvc repro` runs them, and after the documented
+sync (`python workflow/pipeline.py --sync-snakemake report_wacv`) Snakemake has nothing
+to do either.
 """
 from __future__ import annotations
 
@@ -69,12 +70,22 @@ def test_a_training_parameter_reruns_only_training_and_what_follows_in_both_tool
     epochs = params["train"]["wacv"]["camvid"]["ci"]["epochs"]
     params["train"]["wacv"]["camvid"]["ci"]["epochs"] = epochs + 1
     path.write_text(yaml.safe_dump(params, sort_keys=False))
-    expected = {f"{stage}_wacv_camvid_{slot}" for stage in ("train", "evaluate")
-                for slot in ("1", "published", "random")} | {"benchmark_wacv", "report_wacv"}
+    trainings = {f"train_wacv_camvid_{slot}" for slot in ("1", "published", "random")}
+    expected = trainings | {f"evaluate_wacv_camvid_{slot}" for slot in ("1", "published", "random")} | {
+        "benchmark_wacv", "report_wacv"}
     assert planned(repo) == expected
-    assert dvc_stale(repo) == expected
-    # DVC runs them; Snakemake then has nothing to do either.
-    run_cli([DVC, "repro", "report_wacv"], repo, timeout=900)
+    # DVC's status names the stages whose own inputs changed; its repro then follows the graph.
+    assert dvc_stale(repo) == trainings
+    sync = [str(BIN / "python"), "workflow/pipeline.py", "--sync-snakemake", "report_wacv"]
+    refused = run_cli(sync, repo, ok=False)               # it would hide the work still to do
+    assert refused.returncode != 0 and "are not up to date" in refused.stderr
+    repro = run_cli([DVC, "repro", "report_wacv"], repo, timeout=900)
+    assert set(re.findall(r"Running stage '([^']+)'", repro.stdout + repro.stderr)) == expected
     assert dvc_stale(repo) == set()
+    # Snakemake's provenance still holds the old parameters until the documented sync records
+    # what DVC ran; then Snakemake has nothing to do either.
+    assert planned(repo) == trainings | expected
+    run_cli(sync, repo)
     assert planned(repo) == set()
+    assert dvc_stale(repo) == set()
     assert json.loads((repo / "reports/wacv/train/camvid/1/metrics.json").read_text())["epochs"] == epochs + 1

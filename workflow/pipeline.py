@@ -30,6 +30,7 @@ Conventions the table keeps:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -439,6 +440,22 @@ def sync_dvc(names: list[str], root: Path = ROOT) -> None:
     print(f"dvc: recorded {len(done)} stage(s) in dvc.lock", file=sys.stderr)
 
 
+def sync_snakemake(names: list[str], targets: list[str], root: Path = ROOT) -> None:
+    """After `dvc repro` of the stages `targets` (`names`: them and all they depend on): record them
+    in Snakemake's metadata, so that a
+    Snakemake run has nothing to do either (`snakemake --touch`, which stores the parameters and
+    code of each job it marks done, in order). Refused unless DVC says all of them are up to
+    date -- marking stale outputs done would hide work still to do."""
+    stale = json.loads(subprocess.run([sys.executable, "-m", "dvc", "status", "--json", *names],
+                                      cwd=root, check=True, capture_output=True, text=True).stdout or "{}")
+    if stale:
+        raise SystemExit(f"DVC says {', '.join(sorted(stale))} are not up to date: run `dvc repro "
+                         f"{' '.join(names)}` first")
+    subprocess.run([sys.executable, "-m", "snakemake", "--touch", "--cores", "1", *targets],
+                   cwd=root, check=True, env={**os.environ, "NASSEG_SYNC_DVC": "0"}, stdout=subprocess.DEVNULL)
+    print(f"snakemake: {' '.join(targets)} and what it depends on recorded as done", file=sys.stderr)
+
+
 def _tree(path: Path) -> list[Path]:
     """`path` and, for a folder, everything in it (deepest first, so folders' times come last)."""
     if not path.is_dir():
@@ -507,6 +524,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="record these stages and all they depend on in dvc.lock (dvc commit), after "
                              "Snakemake ran them; the Snakefile does it on success by itself, e.g. "
                              "--sync-dvc report_wacv")
+    parser.add_argument("--sync-snakemake", nargs="+", metavar="STAGE",
+                        help="after `dvc repro STAGE`: record these stages and all they depend on as done "
+                             "in Snakemake's metadata (snakemake --touch), once DVC says they are up to date")
     parser.add_argument("--preset", metavar="NAME",
                         help="switch the pipeline to preset NAME (default, paper, ci): set `preset:` in "
                              "params.yaml, keeping its comments, and rewrite dvc.yaml for it")
@@ -518,6 +538,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {key}: {before!r} -> {after!r}")
     if args.sync_dvc:
         sync_dvc(upstream(read_params(args.params), args.sync_dvc))
+        return 0
+    if args.sync_snakemake:
+        sync_snakemake(upstream(read_params(args.params), args.sync_snakemake), args.sync_snakemake)
         return 0
     text = render_dvc_yaml(read_params(args.params))
     if args.check:
