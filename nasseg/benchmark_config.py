@@ -19,6 +19,9 @@ BACKEND_NAMES: tuple[str, ...] = get_args(Backend)
 #: The split of each dataset where int8's change in quality is measured by default: the
 #: validation split (NYUD-v2 has none: its test split).
 ACCURACY_SPLIT = {"voc": "val", "nyud": "test", "cityscapes": "val", "camvid": "val"}
+#: The split of each dataset whose first images calibrate int8 by default: the training split
+#: (VOC's is SBD's augmented train_aug).
+CALIBRATION_SPLIT = {"voc": "train_aug", "nyud": "train", "cityscapes": "train", "camvid": "train"}
 
 
 class BenchmarkParams(Config):
@@ -29,8 +32,8 @@ class BenchmarkParams(Config):
     against it); ``threads``: intra-op threads of PyTorch and ONNX Runtime;
     ``warmup`` untimed runs, then runs calibrated so that each of ``repeats``
     repeats lasts at least ``min_seconds`` (:func:`nasseg.latency.measure`);
-    ``device``: cpu or cuda[:n]; ``calibration_images``: training images that
-    calibrate int8 (per network); ``accuracy_split``: per dataset, the split on
+    ``device``: cpu or cuda[:n]; ``calibration_images``: images of the dataset's
+    ``calibration_split`` that calibrate int8 (per network); ``accuracy_split``: per dataset, the split on
     which int8's change in mIoU (RMSE for depth) is measured against float32, on at
     most ``accuracy_images`` images (null: all); ``rtol``: the float32 backends
     must match eager within ``rtol * max|eager output|``; ``int8_tolerance``: int8
@@ -44,6 +47,7 @@ class BenchmarkParams(Config):
     repeats: int = Field(default=5, ge=1)
     device: str = "cpu"
     calibration_images: int = Field(default=16, ge=1)
+    calibration_split: dict[str, str] = Field(default_factory=lambda: dict(CALIBRATION_SPLIT))
     accuracy_split: dict[str, str] = Field(default_factory=lambda: dict(ACCURACY_SPLIT))
     accuracy_images: int | None = Field(default=None, ge=1)
     rtol: float = Field(default=1e-3, gt=0.0)

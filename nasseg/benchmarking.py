@@ -233,8 +233,9 @@ def benchmark_network(network: Network, params: BenchmarkParams, *, workdir: Pat
     model, fold = deployable(original)
     check_eval_mode(model)
     calibration: list[torch.Tensor] = []
-    if LOW_PRECISION & set(params.backends) and data is not None:
-        calibration = calibration_batches(data, card.task, params.calibration_images)
+    calibration_split = params.calibration_split.get(card.dataset)
+    if LOW_PRECISION & set(params.backends) and data is not None and calibration_split is not None:
+        calibration = calibration_batches(data, card.task, params.calibration_images, calibration_split)
     ctx = BackendContext(threads=params.threads, workdir=workdir, calibration=calibration,
                          device=params.device, name=_safe_name(network.label))
     entry: dict[str, Any] = {

@@ -187,3 +187,17 @@ def test_benchmark_refuses_duplicate_labels(tmp_path):
     with pytest.raises(ValueError, match="unique"):
         benchmark([small_network("a"), small_network("a")], BenchmarkParams(backends=("eager",), **SMALL),
                   workdir=tmp_path, progress=False)
+
+
+@pytest.mark.slow
+def test_int8_calibrates_on_each_datasets_training_split(tmp_path_factory, tmp_path):
+    voc = prepared_stand_in(tmp_path_factory, "voc", 8, 64, 80)      # VOC trains on SBD's train_aug
+    torch.manual_seed(0)
+    card = ModelCard(genotype=nasseg.published_genotype("wacv", "arch0"), num_classes=21, agg_size=16, repeats=1,
+                     dataset="voc")
+    params = BenchmarkParams(sizes=("64x96",), backends=("eager", "int8"), calibration_images=2,
+                             accuracy_images=2, **SMALL)
+    assert params.calibration_split["voc"] == "train_aug"
+    entry = benchmark_network(Network("voc/1", card, card.build().eval()), params, workdir=tmp_path, data=voc)
+    assert [r["status"] for r in entry["results"]] == ["ok", "ok"]
+    assert entry["int8"]["split"] == "val" and entry["int8"]["num_images"] == 2
