@@ -103,7 +103,7 @@ class RankConfig(Config):
     random_seed: int = 0
     # the space's published genotype in top/published.json (wacv: arch0, arch1;
     # cvpr: arch0, arch1, arch2; params.yaml's presets are checked against the experiment's
-    # space by stages.schema.RANK_PRESET)
+    # space by stages.presets.RANK_PRESET)
     published: str = Field(default="arch0", min_length=1)
 
 

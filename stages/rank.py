@@ -40,7 +40,7 @@ EXPERIMENTS = ("wacv", "cvpr")
 
 def load_config(params: Path, experiment: str, overrides: list[str]) -> RankConfig:
     """The experiment's rank config at the preset named in params.yaml (`published`: of its space)."""
-    from .schema import RANK_PRESET
+    from .presets import RANK_PRESET
 
     preset = read_yaml(params).get("preset", "default")
     return load_section(params, f"rank.{experiment}.{preset}", RANK_PRESET[experiment], overrides)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import model_validator
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
@@ -37,13 +37,12 @@ from pydantic_core import core_schema
 from nasseg.config import Config
 from nasseg.data.prepare import PrepareParams
 from nasseg.data.synthesize import DataParams, SynthesizeParams
-from nasseg.ranking import RankConfig
 from nasseg.benchmark_config import BenchmarkParams
 from nasseg.evaluation_config import EvaluateParams
-from nasseg.search.runner import SearchConfig
-from nasseg.spaces import get_space
 from nasseg.training.config import TrainConfig
 
+# the presets' models, re-exported (the search and rank stages import them from .presets alone)
+from .presets import RANK_PRESET, SEARCH_PRESET, CVPRRank, CVPRSearch, WACVRank, WACVSearch  # noqa: F401
 from .params import DEFAULT_PARAMS, ParamsError, read_yaml, stage_parser, validate_section
 
 SCHEMA_FILE = Path("workflow/schemas/params.schema.json")
@@ -56,43 +55,10 @@ class BuildExtParams(Config):
     """Section `build_ext`: no parameters (the section exists for DVC and Snakemake)."""
 
 
-class WACVSearch(SearchConfig):
-    """A preset of `search.wacv`: a search of the WACV 2020 template space."""
-    space: Literal["wacv"]
-
-
-class CVPRSearch(SearchConfig):
-    """A preset of `search.cvpr`: a search of the CVPR 2019 cell space."""
-    space: Literal["cvpr"]
-
-
-#: The model of a preset of `search.<experiment>`, whose `space` must be the experiment.
-SEARCH_PRESET: dict[str, type[SearchConfig]] = {"wacv": WACVSearch, "cvpr": CVPRSearch}
-
-
 class SearchParams(Config):
     """Section `search`: per experiment, one search config per preset name."""
     wacv: dict[str, WACVSearch]
     cvpr: dict[str, CVPRSearch]
-
-
-#: The names of each space's published genotypes, as a Literal (so the JSON schema lists them).
-WACVPublished = Literal[tuple(get_space("wacv").published)]   # type: ignore[valid-type]
-CVPRPublished = Literal[tuple(get_space("cvpr").published)]   # type: ignore[valid-type]
-
-
-class WACVRank(RankConfig):
-    """A preset of `rank.wacv`: `published` is one of the WACV space's published genotypes."""
-    published: WACVPublished = "arch0"
-
-
-class CVPRRank(RankConfig):
-    """A preset of `rank.cvpr`: `published` is one of the CVPR space's published genotypes."""
-    published: CVPRPublished = "arch0"
-
-
-#: The model of a preset of `rank.<experiment>`.
-RANK_PRESET: dict[str, type[RankConfig]] = {"wacv": WACVRank, "cvpr": CVPRRank}
 
 
 class RankParams(Config):

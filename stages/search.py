@@ -42,14 +42,14 @@ from .state import code_digest, default_state_root, locked_root, state_folder
 if TYPE_CHECKING:
     from nasseg.search.runner import SearchConfig
 
-#: The keys of stages.schema.SEARCH_PRESET, which is imported only when needed (it loads
+#: The keys of stages.presets.SEARCH_PRESET, which is imported only when needed (it loads
 #: torch), so that a run on a locked folder is refused at once.
 EXPERIMENTS = ("wacv", "cvpr")
 
 
 def load_config(params: Path, experiment: str, overrides: list[str]) -> SearchConfig:
     """The experiment's search config at the preset named in params.yaml (its space: the experiment)."""
-    from .schema import SEARCH_PRESET
+    from .presets import SEARCH_PRESET
 
     preset = read_yaml(params).get("preset", "default")
     return load_section(params, f"search.{experiment}.{preset}", SEARCH_PRESET[experiment], overrides)
