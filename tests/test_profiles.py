@@ -119,6 +119,9 @@ def test_default_profile_dry_run(repo):
     assert {"build_ext", "search_wacv", "rank_wacv", "reproduce_wacv"} <= set(jobs)
     # The default preset uses no GPU.
     assert all(res.get("gpu", "0") == "0" and res.get("gpu_jobs", "0") == "0" for res in jobs.values())
+    # The latency benchmark takes the whole machine share (the profile allows 100): it runs alone.
+    assert jobs["benchmark_wacv"]["machine_share"] == "100"
+    assert {res["machine_share"] for name, res in jobs.items() if name.startswith(("train_", "evaluate_"))} == {"1"}
 
 
 @pytest.mark.slow

@@ -92,6 +92,8 @@ class Stage:
     plots: tuple[str, ...] = ()
     #: GPUs the stage holds (Snakemake's `gpu` resource)
     gpus: int = 0
+    #: runs alone on its machine (a timing: other jobs beside it would slow what it measures)
+    exclusive: bool = False
     #: whether Snakemake has a rule for it (DVC always does)
     snakemake: bool = True
     #: extra source inputs that are not Python modules (setup.py, the .pyx)
@@ -292,6 +294,7 @@ def benchmark_stages(config: Mapping[str, Any]) -> list[Stage]:
             metrics=(f"{out}/metrics.json",),
             plots=(f"{out}/latency.csv",),
             gpus=1 if str(lookup(config, f"benchmark.{exp}.{PRESET}.device")).startswith("cuda") else 0,
+            exclusive=True,
             comment=(f"Eval-mode latency of every trained {exp} network per size and backend (BatchNorm "
                      "folded, batch 1, each backend checked against eager first), params and FLOPs; int8's "
                      "accuracy change on the validation split."),

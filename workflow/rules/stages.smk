@@ -9,7 +9,9 @@
 # workstation profile (workflow/profiles/default) allows one such job at a time, since
 # each stage uses the devices its parameters name and Snakemake does not give local jobs
 # GPUs of their own. The Snakefile scopes `gpu_jobs` as local, so on a cluster each job
-# has its own and the limit does not hold jobs back there.
+# has its own and the limit does not hold jobs back there. `machine_share` is 1, or 100 for
+# a stage that must run alone (the latency benchmark: jobs beside it would slow what it
+# times); the workstation profile allows 100 at a time, and it is local too.
 #
 # Software: the conda environment that `--software-deployment-method conda` builds for
 # every rule (workflow/envs/nasseg.yaml, the dependencies of pyproject.toml); without that
@@ -38,6 +40,8 @@ for _stage in pipeline.stages(config):
         resources:
             gpu=_stage.gpus,
             gpu_jobs=int(_stage.gpus > 0),
+            # an exclusive stage (the latency benchmark) takes the machine's whole share
+            machine_share=100 if _stage.exclusive else 1,
         log:
             f"logs/{_stage.name}.log",
         conda:
