@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,11 +213,26 @@ def _quantize(source: Path, target: Path, calibration: Sequence[torch.Tensor]) -
             batch = next(self._batches, None)
             return None if batch is None else {"image": batch.detach().cpu().numpy().astype(np.float32)}
 
+    source, target = Path(source).resolve(), Path(target).resolve()
     partial = target.with_name(target.name + ".partial")
-    quantize_static(str(source), str(partial), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    # quantize_static writes its shape-inference scratch files into the working directory:
+    # run it in a temporary one, so that nothing lands beside the user's files
+    with tempfile.TemporaryDirectory(prefix="nasseg-quant-") as scratch, _working_directory(scratch):
+        quantize_static(str(source), str(partial), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     partial.replace(target)
     return target
+
+
+@contextlib.contextmanager
+def _working_directory(path: str | Path) -> Iterator[None]:
+    """The process's working directory set to ``path`` for the duration (contextlib.chdir, 3.11+)."""
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
 
 
 #: name -> prepare(model, example, ctx) -> Predictor; the benchmark's ``backends`` choose from these.

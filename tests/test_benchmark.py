@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -130,6 +131,18 @@ def test_real_backends_match_eager_and_are_timed(tmp_path, cityscapes):
     assert (int8["backend"], int8["fp32_backend"]) == ("int8", "onnxruntime")
     assert int8["delta"] == pytest.approx(int8["miou_int8"] - int8["miou_fp32"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cityscapes_1.int8.onnx", "cityscapes_1.onnx"]
+
+
+@pytest.mark.slow
+def test_quantisation_leaves_nothing_in_the_working_directory(tmp_path, cityscapes, monkeypatch):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    params = BenchmarkParams(sizes=("64x96",), backends=("eager", "int8"), calibration_images=2,
+                             accuracy_split={}, **SMALL)
+    entry = benchmark_network(small_network(), params, workdir=tmp_path / "work", data=cityscapes)
+    assert [r["status"] for r in entry["results"]] == ["ok", "ok"]
+    assert list(cwd.iterdir()) == [] and Path.cwd() == cwd      # ONNX Runtime's scratch files went elsewhere
 
 
 @pytest.mark.slow
