@@ -142,12 +142,12 @@ def _quality(card: ModelCard, scores: dict[str, Any]) -> tuple[str, float]:
     return ("miou", float(scores["miou"])) if card.task == "segmentation" else ("rmse", float(scores["rmse"]))
 
 
-def int8_accuracy(network: Network, ctx: BackendContext, data: Path, split: str,
+def int8_accuracy(network: Network, model: nn.Module, ctx: BackendContext, data: Path, split: str,
                   limit: int | None, backend_name: str = "int8") -> dict[str, Any]:
     """mIoU (segmentation) or RMSE (depth) of the int8 backend ``backend_name`` and of the float32
     backend of the same runtime (:data:`nasseg.backends.INT8_BASELINE`) on ``split`` of ``data``
-    (at most ``limit`` images), full resolution, and the change."""
-    from .backends import BACKENDS
+    (at most ``limit`` images), full resolution, and the change. ``model``: the network's
+    deployable copy (the one the backends were timed with)."""
     from .data import PreparedDataset, eval_transform
     from .evaluation import evaluate
 
@@ -159,11 +159,10 @@ def int8_accuracy(network: Network, ctx: BackendContext, data: Path, split: str,
             image, target = dataset[i]
             yield image[None], target[None]
 
-    model, _ = deployable(network.model)
     results: dict[str, Any] = {"split": split, "num_images": n, "backend": backend_name,
                                "fp32_backend": INT8_BASELINE[backend_name]}
     for name, key in ((INT8_BASELINE[backend_name], "fp32"), (backend_name, "int8")):
-        module = _OnnxModule(_any_size(BACKENDS[name], model, ctx))
+        module = _OnnxModule(_any_size(backend(name), model, ctx))
         scores = evaluate(module, batches(), task=network.card.task, num_classes=network.card.num_classes,
                           ignore_index=dataset.ignore_index)
         metric, value = _quality(network.card, scores)
@@ -274,7 +273,7 @@ def benchmark_network(network: Network, params: BenchmarkParams, *, workdir: Pat
     ok = {r["backend"] for r in entry["results"] if r["status"] == "ok"}
     measured = [name for name in params.backends if name in INT8_BASELINE and name in ok]
     if measured and data is not None and split is not None and calibration:
-        entry["int8"] = int8_accuracy(network, ctx, data, split, params.accuracy_images, measured[0])
+        entry["int8"] = int8_accuracy(network, model, ctx, data, split, params.accuracy_images, measured[0])
     return entry
 
 

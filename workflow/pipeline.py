@@ -48,6 +48,7 @@ if str(ROOT) not in sys.path:
 import yaml  # noqa: E402
 
 from stages.imports import closure_files  # noqa: E402
+from stages.report import REFERENCE_SLOTS  # noqa: E402  (the ranking's published and random slots)
 from stages.train import DATASETS as TRAIN_DATA  # noqa: E402  (the datasets each experiment trains on)
 
 DATASETS = ("voc", "nyud", "cityscapes", "camvid")
@@ -58,9 +59,6 @@ PRESET = "${preset}"
 #: The split each training dataset is scored on: the split the papers report (CamVid and
 #: NYUD: test; the others: val).
 EVAL_SPLIT = {"cityscapes": "val", "camvid": "test", "voc": "val", "nyud": "test"}
-#: The ranking's reference slots, trained beside the top-k: the experiment's published
-#: genotype and a random genotype of its space (nasseg.ranking).
-REFERENCE_SLOTS = ("published", "random")
 
 
 @dataclass(frozen=True)
