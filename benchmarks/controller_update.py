@@ -47,8 +47,9 @@ from torch.utils.data.sampler import BatchSampler, SubsetRandomSampler
 # Run from a checkout without installing: put the repository root on the path.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from nasseg.runtime import machine  # noqa: E402
+from nasseg.runtime import describe_machine  # noqa: E402
 from nasseg.search import PPOStrategy, StrategyConfig, make_strategy  # noqa: E402
+from nasseg.search import _lstm  # noqa: E402
 
 
 class OriginalController(nn.Module):
@@ -202,8 +203,7 @@ def timed(fn: Callable[[], object]) -> float:
 
 def cpu_name() -> str:
     """The processor and its vector extensions, for the header of the figures."""
-    info = machine()
-    return f"{info['cpu']} ({', '.join(info['vector']) or 'no AVX2'})"
+    return f"{describe_machine()}; LSTM loops {_lstm.instruction_set()}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
             batches = their_batches(len(t.rewards), sampler_rng)
             times[sp, "original"].append(timed(lambda: t.update(batches)))
 
-    print(f"{cpu_name()}; torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+    print(f"{cpu_name()}, {torch.get_num_threads()} thread(s), "
           f"buffer {next(iter(ours.values())).config.buffer_size}, {args.reps} reps")
     print(f"{'space':6} {'what':9} {'median s':>10} {'min s':>10} {'median / original':>18}")
     for (sp, k), ts in times.items():

@@ -51,11 +51,10 @@ def main() -> None:
     from nasseg.export import deployable
     from nasseg.genotypes import load_genotype
     from nasseg.latency import check_eval_mode, measure
-    from nasseg.runtime import machine
+    from nasseg.runtime import describe_machine
 
     torch.set_num_threads(args.threads)
-    info = machine()
-    print(f"# {info['cpu']}; vector extensions: {' '.join(info['vector']) or 'none'}; torch {torch.__version__}; "
+    print(f"# {describe_machine()}; "
           f"{args.threads} threads; {args.genotype}, {args.classes} classes, agg_size 64, repeats 2, batch 1")
     torch.manual_seed(0)
     net = nasseg.build_segmenter(load_genotype(args.genotype), args.classes, agg_size=64, repeats=2).eval()

@@ -107,7 +107,7 @@ def main() -> None:
     import torch
 
     from nasseg.data import prepare_dataset, synthesize_dataset
-    from nasseg.runtime import machine
+    from nasseg.runtime import describe_machine
     from nasseg.search.strategies import StrategyConfig, make_strategy
 
     torch.set_num_threads(args.threads)
@@ -116,9 +116,7 @@ def main() -> None:
     synthesize_dataset("cityscapes", tmp / "raw", num_images=n_total, seed=0, height=256, width=512)
     prepare_dataset("cityscapes", tmp / "raw", tmp / "prep")
 
-    info = machine()
-    print(f"{info['cpu']} ({', '.join(info['vector']) or 'no AVX2'}); torch {torch.__version__}, "
-          f"{args.threads} threads; {args.images} stage-1 images 256x256 batch 16 x 5 epochs, one stage-2 "
+    print(f"{describe_machine()}, {args.threads} threads; {args.images} stage-1 images 256x256 batch 16 x 5 epochs, one stage-2 "
           f"epoch batch 8, {args.reps} reps, each arm in its own process")
     print(f"{'step':44s} {'median s':>9s} {'min s':>8s} {'archs/h':>8s}")
     ctx = mp.get_context("spawn")

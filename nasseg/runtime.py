@@ -1,6 +1,7 @@
 """Process settings for training on the CPU, and what a measurement depends on.
 
-:func:`machine` names the processor, its vector extensions, torch and its threads:
+:func:`machine` names the processor, its vector extensions (and any limit put on the
+instruction sets the libraries use), torch and its threads:
 the key of every measured choice (:mod:`nasseg.search.kernels`) and the header of
 every benchmark figure.
 
@@ -34,7 +35,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-__all__ = ["tune_malloc", "machine"]
+__all__ = ["tune_malloc", "machine", "describe_machine"]
 
 log = logging.getLogger(__name__)
 
@@ -76,5 +77,26 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     vector = sorted(f for f in flags if f.startswith(("avx2", "avx512f", "avx512_bf16", "amx")))
-    return {"cpu": model, "vector": vector, "torch": torch.__version__,
+    info = {"cpu": model, "vector": vector, "torch": torch.__version__,
             "threads": torch.get_num_threads()}
+    # What the libraries actually use can be less than what the CPU has: torch's own
+    # kernels (ATEN_CPU_CAPABILITY), oneDNN's convolutions and MKL's GEMMs can each be
+    # held to an older instruction set, e.g. to measure as on an AVX2-only CPU.
+    limits = {name: os.environ[name] for name in _ISA_LIMITS if os.environ.get(name)}
+    if limits:
+        info["isa_limits"] = limits
+    info["aten_capability"] = torch.backends.cpu.get_cpu_capability()
+    return info
+
+
+# Environment variables that hold a library to an older instruction set.
+_ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+
+
+def describe_machine(info: dict[str, Any] | None = None) -> str:
+    """One line for a benchmark's header: the processor, its vector extensions and
+    what torch's kernels use, with any limit put on them."""
+    info = info or machine()
+    limits = "".join(f", {k}={v}" for k, v in info.get("isa_limits", {}).items())
+    return (f"{info['cpu']} ({', '.join(info['vector']) or 'no AVX2'}; torch {info['torch']} kernels "
+            f"{info['aten_capability']}{limits})")

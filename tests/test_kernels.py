@@ -54,3 +54,29 @@ def test_measure_times_both_formats(space):
     config = TINY.model_copy(update={"aux_cell": space == "cvpr", "aux_weight": 0.15})
     seconds = kernels.measure(space, config, torch.device("cpu"), 5)
     assert set(seconds) == {"channels_last", "contiguous"} and min(seconds.values()) > 0
+
+
+def test_a_limited_instruction_set_is_its_own_machine(tmp_path):
+    """Held to AVX2 (as on an AVX2-only CPU), torch's kernels report it, and the
+    measured choices are cached under another key than the unlimited machine's."""
+    import os
+    import subprocess
+    import sys
+
+    if "avx2" not in kernels.machine()["vector"]:
+        pytest.skip("the CPU has no AVX2")
+    code = "import json; from nasseg.runtime import machine; print(json.dumps(machine()))"
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    limited = json.loads(subprocess.run([sys.executable, "-c", code], env=env, check=True,
+                                        capture_output=True, text=True).stdout)
+    assert limited["aten_capability"] == "AVX2"
+    assert limited["isa_limits"] == {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    assert limited != kernels.machine() and limited["cpu"] == kernels.machine()["cpu"]
+
+
+def test_the_lstm_loops_run_the_best_instruction_set_the_cpu_has():
+    from nasseg.search import _lstm
+
+    vector = kernels.machine()["vector"]
+    expected = "avx512f" if "avx512f" in vector else "avx2" if "avx2" in vector else "baseline"
+    assert expected in _lstm.instruction_set()

@@ -17,6 +17,9 @@ How the speed is chosen on each CPU: the matrix-vector product and the element-w
 loops are plain C compiled once per instruction set (GCC's ``target_clones``:
 AVX-512, AVX2+FMA, and the x86-64 baseline), and the loader picks the best one the
 CPU has when the module is imported; nothing is measured on one machine and fixed.
+Built with ``CFLAGS="-DNASSEG_NO_CLONES -march=haswell"`` there is one version only,
+for the ``-march`` given: how ``benchmarks/controller_update.py`` measures as on an
+AVX2-only CPU on a machine that has AVX-512.
 No BLAS library is called: OpenBLAS's threads stall beside torch's OpenMP pool,
 and at this size one core is the right number.
 
@@ -28,7 +31,10 @@ computed from ``expf``).
 cdef extern from *:
     """
     #include <math.h>
-    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+    #if defined(NASSEG_NO_CLONES)
+    /* one instruction set, the compiler's -march (to measure as on another CPU kind) */
+    #define NASSEG_CLONES
+    #elif defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
     #define NASSEG_CLONES __attribute__((target_clones("avx512f", "arch=haswell", "default")))
     #else
     #define NASSEG_CLONES
@@ -77,13 +83,40 @@ cdef extern from *:
             dc_prev[j] = dc * f[j];
         }
     }
+
+    /* Which of the versions above runs on this CPU. */
+    static const char *nasseg_instruction_set(void) {
+    #if defined(NASSEG_NO_CLONES)
+    #  if defined(__AVX512F__)
+        return "avx512f (one version, -march)";
+    #  elif defined(__AVX2__)
+        return "avx2 (one version, -march)";
+    #  else
+        return "x86-64 baseline or other (one version, -march)";
+    #  endif
+    #elif defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512f")) return "avx512f (clone picked at load)";
+        if (__builtin_cpu_is("haswell") || (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")))
+            return "avx2+fma (clone picked at load)";
+        return "x86-64 baseline (clone picked at load)";
+    #else
+        return "the compiler's default";
+    #endif
+    }
     """
+    const char *nasseg_instruction_set()
     void nasseg_gemv_cm(const float *M, const float *x, float *y, int m, int n) nogil
     void nasseg_cell_forward(float *a, const float *c_prev, float *c, float *tc,
                              float *h_out, float *feed, int h) nogil
     void nasseg_cell_backward(const float *dh, const float *dc_next, const float *ot,
                               const float *gci, const float *tco, const float *f,
                               float *dz, float *dc_prev, int h) nogil
+
+
+def instruction_set() -> str:
+    """The instruction set of the loops that run on this CPU."""
+    return nasseg_instruction_set().decode()
 
 
 def forward_steps(float[:, :, ::1] wt, float[:, :, ::1] xh, float[:, :, ::1] act,
