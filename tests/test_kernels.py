@@ -13,15 +13,21 @@ TINY = ProxyConfig(agg_size=8, repeats=1, stage1=StageOneConfig(batch_size=2, cr
                    stage2=StageTwoConfig(batch_size=2, crop_size=32))
 
 
+class Calls(list):
+    times: dict[str, float]
+
+
 @pytest.fixture
 def fake_measure(monkeypatch, tmp_path):
     """Count measurements and return fixed times: NCHW ('contiguous') is the faster."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    calls = []
+    calls = Calls()
 
     def measure(space, config, device, num_classes):
         calls.append((space, config.agg_size))
-        return {"channels_last": 2.0, "contiguous": 1.0}
+        return dict(times)
+    times = {"channels_last": 2.0, "contiguous": 1.0}
+    calls.times = times
     monkeypatch.setattr(kernels, "measure", measure)
     return calls
 
@@ -30,17 +36,17 @@ def fake_measure(monkeypatch, tmp_path):
                                                (False, torch.contiguous_format)])
 def test_a_forced_format_is_not_measured(fake_measure, setting, expected):
     config = TINY.model_copy(update={"channels_last": setting})
-    assert kernels.memory_format("wacv", config, "cpu", 19) == expected
+    assert kernels.choose("wacv", config, "cpu", 19) == kernels.KernelChoice(expected, False)
     assert fake_measure == []
 
 
 def test_auto_measures_once_per_machine_and_setting_and_keeps_the_faster(fake_measure, tmp_path):
     assert TINY.channels_last == "auto"
-    assert kernels.memory_format("wacv", TINY, "cpu", 19) == torch.contiguous_format
-    assert kernels.memory_format("wacv", TINY, "cpu", 19) == torch.contiguous_format
+    assert kernels.choose("wacv", TINY, "cpu", 19).memory_format == torch.contiguous_format
+    assert kernels.choose("wacv", TINY, "cpu", 19).memory_format == torch.contiguous_format
     assert fake_measure == [("wacv", 8)]                      # cached
-    kernels.memory_format("wacv", TINY.model_copy(update={"agg_size": 16}), "cpu", 19)
-    kernels.memory_format("cvpr", TINY, "cpu", 21)
+    kernels.choose("wacv", TINY.model_copy(update={"agg_size": 16}), "cpu", 19)
+    kernels.choose("cvpr", TINY, "cpu", 21)
     assert fake_measure == [("wacv", 8), ("wacv", 16), ("cvpr", 8)]
     cache = json.loads((tmp_path / "nasseg" / "kernels.json").read_text())
     assert len(cache) == 3
@@ -49,11 +55,18 @@ def test_auto_measures_once_per_machine_and_setting_and_keeps_the_faster(fake_me
     assert json.loads(key)["cpu"] == kernels.machine()["cpu"] and "torch" in json.loads(key)
 
 
+def test_the_fastest_option_wins_subgrids_included(fake_measure):
+    fake_measure.times.update({"channels_last+space_to_batch": 0.5, "contiguous+space_to_batch": 0.7})
+    assert kernels.choose("cvpr", TINY, "cpu", 19) == kernels.KernelChoice(torch.channels_last, True)
+
+
 @pytest.mark.parametrize("space", ["wacv", "cvpr"])
-def test_measure_times_both_formats(space):
+def test_measure_times_both_formats_with_and_without_subgrids(space):
     config = TINY.model_copy(update={"aux_cell": space == "cvpr", "aux_weight": 0.15})
     seconds = kernels.measure(space, config, torch.device("cpu"), 5)
-    assert set(seconds) == {"channels_last", "contiguous"} and min(seconds.values()) > 0
+    # both spaces' first published networks have dilated depthwise convolutions
+    assert set(seconds) == {"channels_last", "contiguous", "channels_last+space_to_batch",
+                            "contiguous+space_to_batch"} and min(seconds.values()) > 0
 
 
 def test_a_limited_instruction_set_is_its_own_machine(tmp_path):

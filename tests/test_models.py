@@ -7,6 +7,7 @@ import random
 
 import pytest
 import torch
+from torch import nn
 
 import nasseg
 from nasseg.models import TrainOutput
@@ -169,3 +170,27 @@ def test_aux_heads_are_skipped_when_not_asked_for():
     # The WACV decoder takes the same argument and has no heads.
     wacv = nasseg.build_segmenter(nasseg.published_genotype("wacv", "arch0"), 19, agg_size=16, repeats=1)
     assert wacv.train()(x, aux=False).aux_logits == ()
+
+
+@pytest.mark.parametrize("kernel, dilation, size", [(5, 6, (64, 64)), (3, 3, (30, 17)), (5, 6, (7, 9))])
+@pytest.mark.parametrize("nhwc", [False, True])
+def test_dilated_depthwise_on_subgrids_equals_the_dilated_kernel(kernel, dilation, size, nhwc):
+    """nasseg.models.ops.DepthwiseConv2d: the space-to-batch path gives the dilated
+    convolution's output and gradients (float64), in the input's memory format."""
+    from nasseg.models.ops import DepthwiseConv2d, use_space_to_batch
+
+    torch.manual_seed(0)
+    conv = DepthwiseConv2d(6, 6, kernel, padding=dilation * (kernel - 1) // 2, dilation=dilation,
+                           groups=6, bias=False).double()
+    x = torch.randn(2, 6, *size, dtype=torch.float64, requires_grad=True)
+    inp = x.contiguous(memory_format=torch.channels_last) if nhwc else x
+    plain = conv(inp)
+    grad = torch.randn_like(plain)
+    expected = torch.autograd.grad(plain, (x, conv.weight), grad)
+    assert use_space_to_batch(nn.Sequential(conv), True) == 1 and conv.space_to_batch
+    out = conv(inp)
+    torch.testing.assert_close(out, plain, rtol=1e-12, atol=1e-12)
+    for got, want in zip(torch.autograd.grad(out, (x, conv.weight), grad), expected):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    fmt = torch.channels_last if nhwc else torch.contiguous_format
+    assert out.is_contiguous(memory_format=fmt)

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["OPS", "AGG_OPS", "conv_bn_relu", "conv3x3", "resize_to", "match_sizes"]
+__all__ = ["OPS", "AGG_OPS", "conv_bn_relu", "conv3x3", "resize_to", "match_sizes",
+           "DepthwiseConv2d", "use_space_to_batch"]
 
 
 def conv_bn_relu(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequential:
@@ -71,6 +72,61 @@ def _conv1x1(c_in: int, c_out: int, stride: int, repeats: int) -> nn.Module:
     return conv_bn_relu(c_in, c_out, 1, stride)
 
 
+class DepthwiseConv2d(nn.Conv2d):
+    """A depthwise k x k convolution (``groups == channels``) that can compute a dilated
+    kernel as an undilated one on space-to-batch sub-grids (:attr:`space_to_batch`).
+
+    A dilation-d kernel only ever combines pixels d apart, so the input splits into d x d
+    interleaved sub-grids, each convolved on its own with the undilated kernel; the
+    outputs interleave back. The sums are the same, term for term. Why: oneDNN's
+    dilated depthwise kernels are slow, above all backward (measured on an AMD EPYC held
+    to AVX2: 5x5 dilation 6 on 16x48x64x64, backward 69 ms NCHW / 112 ms NHWC, against
+    39 / 24 ms on the sub-grids), while undilated depthwise kernels are fast. Which is
+    faster on a given CPU is measured, not assumed (:mod:`nasseg.search.kernels`); off
+    by default. Parameters and state dict are nn.Conv2d's.
+    """
+
+    space_to_batch: bool = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.dilation[0]
+        if not self.space_to_batch or d == 1 or self.stride != (1, 1) or self.dilation[1] != d:
+            return super().forward(x)
+        n, c, h, w = x.shape
+        hp, wp = -(-h // d) * d, -(-w // d) * d
+        if (hp, wp) != (h, w):   # zeros past the edge are what the dilated kernel reads there
+            x = F.pad(x, (0, wp - w, 0, hp - h))
+        k = self.kernel_size[0]
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            # NHWC in memory: move whole pixels, one copy each way, and stay NHWC
+            grids = (x.permute(0, 2, 3, 1).reshape(n, hp // d, d, wp // d, d, c)
+                     .permute(0, 2, 4, 1, 3, 5).reshape(n * d * d, hp // d, wp // d, c)
+                     .permute(0, 3, 1, 2))
+            y = F.conv2d(grids, self.weight, self.bias, padding=(k - 1) // 2, groups=self.groups)
+            y = (y.permute(0, 2, 3, 1).reshape(n, d, d, hp // d, wp // d, c)
+                 .permute(0, 3, 1, 4, 2, 5).reshape(n, hp, wp, c).permute(0, 3, 1, 2))
+        else:
+            # [n, c, hp/d, d, wp/d, d] -> [n, d, d, c, hp/d, wp/d]: a batch item per sub-grid
+            grids = (x.reshape(n, c, hp // d, d, wp // d, d).permute(0, 3, 5, 1, 2, 4)
+                     .reshape(n * d * d, c, hp // d, wp // d))
+            y = F.conv2d(grids, self.weight, self.bias, padding=(k - 1) // 2, groups=self.groups)
+            y = y.reshape(n, d, d, c, hp // d, wp // d).permute(0, 3, 4, 1, 5, 2).reshape(n, c, hp, wp)
+        if (hp, wp) != (h, w):
+            nhwc = y.is_contiguous(memory_format=torch.channels_last)
+            y = y[:, :, :h, :w].contiguous(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+        return y
+
+
+def use_space_to_batch(model: nn.Module, enabled: bool) -> int:
+    """Switch every dilated :class:`DepthwiseConv2d` of ``model``; returns how many."""
+    count = 0
+    for module in model.modules():
+        if isinstance(module, DepthwiseConv2d) and module.dilation[0] > 1:
+            module.space_to_batch = enabled
+            count += 1
+    return count
+
+
 class SepConv(nn.Module):
     """``repeats`` x [depthwise k x k (stride, dilation), pointwise 1x1, BN, ReLU].
 
@@ -86,8 +142,8 @@ class SepConv(nn.Module):
         for i in range(repeats):
             c = c_in if i == 0 else c_out
             self.op.add_module(f"sep_{i}", nn.Sequential(
-                nn.Conv2d(c, c, kernel, stride=stride, padding=padding, dilation=dilation,
-                          groups=c, bias=False),
+                DepthwiseConv2d(c, c, kernel, stride=stride, padding=padding, dilation=dilation,
+                                groups=c, bias=False),
                 nn.Conv2d(c, c_out, 1, bias=False),
                 nn.BatchNorm2d(c_out),
                 nn.ReLU(inplace=False),
@@ -112,7 +168,11 @@ class GlobalAveragePool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = x.mean(dim=(2, 3), keepdim=True)
-        return resize_to(self.conv1x1(pooled), x.shape[2:])
+        # The original resizes the 1x1 map bilinearly, which gives the same value at every
+        # position (up to rounding): a broadcast view costs nothing, and unlike
+        # interpolate's NCHW output it keeps the sum it feeds in the input's memory format
+        # (a channels_last + NCHW sum ran 10x slower and left the cell's output NCHW).
+        return self.conv1x1(pooled).expand(-1, -1, *x.shape[2:])
 
 
 class MaxPool(nn.Module):

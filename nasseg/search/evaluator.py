@@ -26,7 +26,8 @@ Where we differ from the original, besides the caches: every training step of an
 architecture and its stage-1 data order are seeded by the architecture's seed (the
 same result on any worker, and on a re-run after a kill); training runs in fp32
 unless ``amp`` asks for mixed precision (CUDA only; the original has none); tensors
-are NHWC or NCHW, whichever :mod:`nasseg.search.kernels` measured to be faster;
+are NHWC or NCHW, and dilated depthwise convolutions run on sub-grids or not,
+whichever :mod:`nasseg.search.kernels` measured to be faster;
 glibc's allocator is kept from page-faulting (:func:`nasseg.runtime.tune_malloc`);
 the original's ``try_except`` wrappers, which
 turn any RuntimeError into a reward of 0, are replaced by the failure rule above.
@@ -48,7 +49,7 @@ from torch.utils.data import DataLoader
 from ..genotypes import Genotype
 from ..metrics import ConfusionMatrix
 from ..models import Segmenter, build_segmenter, count_parameters
-from ..models.ops import resize_to
+from ..models.ops import resize_to, use_space_to_batch
 from ..runtime import tune_malloc
 from ..spaces import space_of
 from .config import ProxyConfig
@@ -57,7 +58,7 @@ from .early_stopping import EarlyStopping
 from .failures import ArchitectureFailure, NonFiniteLoss, Status, architecture_status, candidate, describe
 from .features import Compute, FeatureCache
 from .flops import estimate_flops
-from .kernels import memory_format
+from .kernels import choose as choose_kernels
 from .losses import IGNORE_INDEX, SegmentationLoss
 from .polyak import Polyak
 
@@ -98,8 +99,9 @@ class ProxyEvaluator:
         self.space = space
         self.config = config
         self.data = data
-        self.compute = Compute.create(device, config,
-                                      memory_format(space, config, device, data.num_classes))
+        kernels = choose_kernels(space, config, device, data.num_classes)
+        self.space_to_batch = kernels.space_to_batch
+        self.compute = Compute.create(device, config, kernels.memory_format)
         self.scaler = torch.amp.GradScaler(
             "cuda", enabled=self.compute.amp and self.compute.amp_dtype == torch.float16)
         self.cache = FeatureCache(space, config, data, self.compute, seed=seed, encoder_state=encoder_state,
@@ -142,6 +144,7 @@ class ProxyEvaluator:
                 self.on_build(model)
             flops = estimate_flops(model, cfg.flops_input)
         model.encoder.load_state_dict(self.cache.encoder_state)
+        use_space_to_batch(model, self.space_to_batch)
         model = model.to(self.compute.device, memory_format=self.compute.memory_format)
         return model, count_parameters(model, include_aux=False), flops
 
