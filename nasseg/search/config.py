@@ -109,8 +109,9 @@ class ProxyConfig(Config):
     omit_classes: tuple[NonNegativeInt, ...] = ()
     failure_reward: float = 0.0
     amp: bool = False                    # mixed precision, CUDA only (the original trains in fp32)
-    #: NHWC (true) or NCHW (false) activations; auto: the faster on this machine, measured
-    #: once and cached (nasseg.search.kernels)
+    #: NHWC (true) or NCHW (false) activations with plain kernels; auto: the faster
+    #: format, with dilated depthwise convs on sub-grids or not, on this machine,
+    #: measured once and cached (nasseg.search.kernels)
     channels_last: bool | Literal["auto"] = "auto"
     flops_input: tuple[PositiveInt, PositiveInt] = (512, 1024)
 
