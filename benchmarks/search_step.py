@@ -8,7 +8,8 @@ same 2-core machine (WACV space; 100 stage-1 images at 256x256, batch 16,
 cvpr arch0 are timed, interleaved, on synthetic CityScapes (train 100 images,
 val 12, 256x512). Early stopping is off so that both stages always run. As an
 in-run baselines, timed interleaved with the default (channels_last: auto, the
-format that nasseg.search.kernels measured to be faster on this machine): the
+format and depthwise kernels that nasseg.search.kernels measured to be faster on
+this machine): the
 authors' per-architecture loop re-implemented step for step on the same
 networks (benchmarks/authors_loop.py; the target is at most 0.5x its time), and
 the same training as ours with NCHW tensors (channels_last off).
