@@ -23,7 +23,7 @@ def fake_measure(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     calls = Calls()
 
-    def measure(space, config, device, num_classes):
+    def measure(space, config, device, num_classes, subgrids=False):
         calls.append((space, config.agg_size))
         return dict(times)
     times = {"channels_last": 2.0, "contiguous": 1.0}
@@ -55,18 +55,70 @@ def test_auto_measures_once_per_machine_and_setting_and_keeps_the_faster(fake_me
     assert json.loads(key)["cpu"] == kernels.machine()["cpu"] and "torch" in json.loads(key)
 
 
-def test_the_fastest_option_wins_subgrids_included(fake_measure):
-    fake_measure.times.update({"channels_last+space_to_batch": 0.5, "contiguous+space_to_batch": 0.7})
-    assert kernels.choose("cvpr", TINY, "cpu", 19) == kernels.KernelChoice(torch.channels_last, True)
+def test_auto_decides_subgrids_per_shape(fake_measure):
+    choice = kernels.choose("cvpr", TINY, "cpu", 19)
+    assert isinstance(choice.space_to_batch, kernels.SubgridChooser)
 
 
 @pytest.mark.parametrize("space", ["wacv", "cvpr"])
-def test_measure_times_both_formats_with_and_without_subgrids(space):
+def test_measure_times_both_formats(space, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     config = TINY.model_copy(update={"aux_cell": space == "cvpr", "aux_weight": 0.15})
-    seconds = kernels.measure(space, config, torch.device("cpu"), 5)
-    # both spaces' first published networks have dilated depthwise convolutions
-    assert set(seconds) == {"channels_last", "contiguous", "channels_last+space_to_batch",
-                            "contiguous+space_to_batch"} and min(seconds.values()) > 0
+    chooser = kernels.SubgridChooser("cpu")
+    seconds = kernels.measure(space, config, torch.device("cpu"), 5, chooser)
+    assert set(seconds) == {"channels_last", "contiguous"} and min(seconds.values()) > 0
+    # both spaces' first published networks have dilated depthwise convolutions, asked about
+    # in both formats (train mode, with gradients)
+    formats = {key.split()[0] for key in chooser.table}
+    assert formats == {"nhwc", "nchw"} and all(key.endswith(" train") for key in chooser.table)
+
+
+def _dilated(channels: int = 4):
+    from nasseg.models.ops import DepthwiseConv2d
+    return DepthwiseConv2d(channels, channels, 3, padding=2, dilation=2, groups=channels, bias=False)
+
+
+def test_the_subgrid_chooser_follows_the_timings_and_caches_each_shape(tmp_path, monkeypatch):
+    from nasseg.models.ops import use_space_to_batch
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    timed = []
+
+    def fake_time(conv, x, grad):
+        timed.append((tuple(x.shape), grad))
+        # sub-grids faster on the larger map only
+        return {"plain": 1.0, "subgrids": 0.5 if x.shape[-1] >= 16 else 2.0}
+    monkeypatch.setattr(kernels, "time_subgrids", fake_time)
+    used = []
+    conv = _dilated()
+    monkeypatch.setattr(type(conv), "on_subgrids", lambda self, x: used.append(x.shape[-1]) or
+                        torch.nn.Conv2d.forward(self, x))
+    chooser = kernels.SubgridChooser("cpu")
+    assert use_space_to_batch(torch.nn.Sequential(conv), chooser) == 1
+    for size in (8, 16, 8, 16):
+        conv(torch.randn(2, 4, size, size))
+    with torch.no_grad():
+        conv(torch.randn(2, 4, 16, 16))
+    assert used == [16, 16, 16]
+    assert timed == [((2, 4, 8, 8), True), ((2, 4, 16, 16), True), ((2, 4, 16, 16), False)]
+    # a new chooser (another worker, a later run) reads the answers from disk
+    again = kernels.SubgridChooser("cpu")
+    assert again.table == chooser.table and len(again.table) == 3
+    conv.space_to_batch = again
+    conv(torch.randn(2, 4, 8, 8))
+    assert len(timed) == 3
+    saved = json.loads((tmp_path / "nasseg" / "subgrids.json").read_text())
+    assert list(saved) == [again.machine] and "nchw 2x4x16x16 float32 k3 d2 inference" in saved[again.machine]
+
+
+def test_timing_subgrids_leaves_the_model_and_the_random_stream_alone():
+    conv = _dilated()
+    x = torch.randn(2, 4, 12, 12, requires_grad=True)
+    state = torch.get_rng_state()
+    seconds = kernels.time_subgrids(conv, x, grad=True)
+    assert set(seconds) == {"plain", "subgrids"} and min(seconds.values()) > 0
+    assert torch.equal(torch.get_rng_state(), state)
+    assert conv.weight.grad is None and x.grad is None
 
 
 def test_a_limited_instruction_set_is_its_own_machine(tmp_path):

@@ -194,3 +194,41 @@ def test_dilated_depthwise_on_subgrids_equals_the_dilated_kernel(kernel, dilatio
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     fmt = torch.channels_last if nhwc else torch.contiguous_format
     assert out.is_contiguous(memory_format=fmt)
+
+
+def test_cat_channels_equals_cat_and_hands_back_gradients_in_each_input_layout():
+    from nasseg.models.ops import cat_channels
+
+    torch.manual_seed(0)
+    nhwc = torch.randn(2, 3, 5, 6).contiguous(memory_format=torch.channels_last).requires_grad_()
+    nchw = torch.randn(2, 4, 5, 6, requires_grad=True)
+    grads = {}
+    nhwc.register_hook(lambda g: grads.setdefault("nhwc", g))
+    nchw.register_hook(lambda g: grads.setdefault("nchw", g))
+    out = cat_channels([nhwc, nchw])
+    torch.testing.assert_close(out, torch.cat([nhwc, nchw], 1), rtol=0, atol=0)
+    g = torch.randn(2, 7, 5, 6).contiguous(memory_format=torch.channels_last)
+    out.backward(g)
+    torch.testing.assert_close(grads["nhwc"], g[:, :3], rtol=0, atol=0)
+    torch.testing.assert_close(grads["nchw"], g[:, 3:], rtol=0, atol=0)
+    assert grads["nhwc"].is_contiguous(memory_format=torch.channels_last) and grads["nchw"].is_contiguous()
+
+
+def test_concat_collected_resizes_each_part_as_the_running_concatenation_was():
+    """The original concatenates as it goes and resizes the running concatenation to a
+    taller next map; concat_collected resizes the parts and concatenates once."""
+    from nasseg.models.cvpr_decoder import concat_collected
+    from nasseg.models.ops import resize_to
+
+    torch.manual_seed(0)
+    feats = [torch.randn(2, 3, h, h + 1, dtype=torch.float64) for h in (8, 4, 16, 16, 5)]
+    indices = [0, 1, 2, 4, 3]
+    expected = feats[indices[0]]
+    for i in indices[1:]:
+        nxt = feats[i]
+        if expected.shape[2] > nxt.shape[2]:
+            nxt = resize_to(nxt, expected.shape[2:])
+        elif nxt.shape[2] > expected.shape[2]:
+            expected = resize_to(expected, nxt.shape[2:])
+        expected = torch.cat([expected, nxt], dim=1)
+    torch.testing.assert_close(concat_collected(feats, indices), expected, rtol=1e-12, atol=1e-12)

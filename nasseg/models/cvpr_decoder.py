@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ops import OPS, conv3x3, conv_bn_relu, match_sizes, resize_to
+from .ops import OPS, cat_channels, conv3x3, conv_bn_relu, match_sizes, resize_to
 
 
 class CellLayerLike(Protocol):
@@ -117,16 +117,23 @@ class MergeCell(nn.Module):
 
 
 def concat_collected(feats: list[torch.Tensor], indices: list[int]) -> torch.Tensor:
-    """Concatenate ``feats[i]`` for i in indices, resizing by height (as the original)."""
-    out = feats[indices[0]]
+    """Concatenate ``feats[i]`` for i in indices, resizing by height (as the original).
+
+    The original concatenates as it goes and resizes the running concatenation when the
+    next map is taller. Bilinear resizing treats each channel on its own, so here each
+    part already gathered is resized instead, and one concatenation ends: the same
+    values, without copying the growing concatenation once per part.
+    """
+    parts = [feats[indices[0]]]
     for i in indices[1:]:
         nxt = feats[i]
-        if out.shape[2] > nxt.shape[2]:
-            nxt = resize_to(nxt, out.shape[2:])
-        elif nxt.shape[2] > out.shape[2]:
-            out = resize_to(out, nxt.shape[2:])
-        out = torch.cat([out, nxt], dim=1)
-    return out
+        height = parts[0].shape[2]
+        if height > nxt.shape[2]:
+            nxt = resize_to(nxt, parts[0].shape[2:])
+        elif nxt.shape[2] > height:
+            parts = [resize_to(p, nxt.shape[2:]) for p in parts]
+        parts.append(nxt)
+    return cat_channels(parts)
 
 
 class CVPRDecoder(nn.Module):

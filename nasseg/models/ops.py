@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["OPS", "AGG_OPS", "conv_bn_relu", "conv3x3", "resize_to", "match_sizes",
-           "DepthwiseConv2d", "use_space_to_batch"]
+__all__ = ["OPS", "AGG_OPS", "conv_bn_relu", "conv3x3", "resize_to", "match_sizes", "cat_channels",
+           "DepthwiseConv2d", "depthwise_on_subgrids", "use_space_to_batch"]
 
 
 def conv_bn_relu(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequential:
@@ -39,6 +39,42 @@ def resize_to(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tens
     if tuple(x.shape[2:]) == tuple(size):
         return x
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+class _CatChannels(torch.autograd.Function):
+    """``torch.cat(tensors, 1)`` whose backward hands each input a gradient laid out as
+    that input is (NHWC or NCHW), instead of a strided slice of the output's gradient.
+
+    Why: torch's own cat backward returns ``narrow`` views, and a channel slice of an
+    NHWC tensor is contiguous in neither format, so the kernels that receive it copy it
+    to NCHW or fall back to slow strided loops: measured on an AMD EPYC held to AVX2
+    (2 threads), bilinear upsampling's backward took 9.7 ms on such a slice against
+    1.2 ms on an NHWC gradient (16x64 channels, 32x32 -> 64x64). The values are the same.
+    """
+
+    @staticmethod
+    def forward(ctx, *tensors: torch.Tensor) -> torch.Tensor:
+        ctx.channels = [t.shape[1] for t in tensors]
+        ctx.formats = [torch.channels_last if t.is_contiguous(memory_format=torch.channels_last)
+                       and not t.is_contiguous() else torch.contiguous_format for t in tensors]
+        return torch.cat(tensors, dim=1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        grads, start = [], 0
+        for c, fmt, needed in zip(ctx.channels, ctx.formats, ctx.needs_input_grad):
+            grads.append(grad.narrow(1, start, c).contiguous(memory_format=fmt) if needed else None)
+            start += c
+        return tuple(grads)
+
+
+def cat_channels(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate NCHW-shaped maps along channels (see :class:`_CatChannels`)."""
+    if len(tensors) == 1:
+        return tensors[0]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return _CatChannels.apply(*tensors)
+    return torch.cat(tensors, dim=1)
 
 
 def match_sizes(x: torch.Tensor, y: torch.Tensor, larger: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,6 +108,10 @@ def _conv1x1(c_in: int, c_out: int, stride: int, repeats: int) -> nn.Module:
     return conv_bn_relu(c_in, c_out, 1, stride)
 
 
+#: decides, for a dilated depthwise convolution and its input, whether to use sub-grids
+SubgridPolicy = Callable[["DepthwiseConv2d", torch.Tensor], bool]
+
+
 class DepthwiseConv2d(nn.Conv2d):
     """A depthwise k x k convolution (``groups == channels``) that can compute a dilated
     kernel as an undilated one on space-to-batch sub-grids (:attr:`space_to_batch`).
@@ -81,48 +121,67 @@ class DepthwiseConv2d(nn.Conv2d):
     outputs interleave back. The sums are the same, term for term. Why: oneDNN's
     dilated depthwise kernels are slow, above all backward (measured on an AMD EPYC held
     to AVX2: 5x5 dilation 6 on 16x48x64x64, backward 69 ms NCHW / 112 ms NHWC, against
-    39 / 24 ms on the sub-grids), while undilated depthwise kernels are fast. Which is
-    faster on a given CPU is measured, not assumed (:mod:`nasseg.search.kernels`); off
-    by default. Parameters and state dict are nn.Conv2d's.
+    39 / 24 ms on the sub-grids), while undilated depthwise kernels are fast; on small
+    maps (8x8 at dilation 6: 36 sub-grids of 2x2) the sub-grids are the slow ones.
+    :attr:`space_to_batch` is ``False`` (the default), ``True``, or a
+    :data:`SubgridPolicy` asked at each call (:class:`nasseg.search.kernels.SubgridChooser`
+    measures). Parameters and state dict are nn.Conv2d's.
     """
 
-    space_to_batch: bool = False
+    space_to_batch: bool | SubgridPolicy = False
+
+    @property
+    def has_subgrids(self) -> bool:
+        """Whether this convolution can run on sub-grids (stride 1, one dilation > 1)."""
+        d = self.dilation[0]
+        return d > 1 and self.dilation[1] == d and self.stride == (1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        d = self.dilation[0]
-        if not self.space_to_batch or d == 1 or self.stride != (1, 1) or self.dilation[1] != d:
-            return super().forward(x)
-        n, c, h, w = x.shape
-        hp, wp = -(-h // d) * d, -(-w // d) * d
-        if (hp, wp) != (h, w):   # zeros past the edge are what the dilated kernel reads there
-            x = F.pad(x, (0, wp - w, 0, hp - h))
-        k = self.kernel_size[0]
-        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-            # NHWC in memory: move whole pixels, one copy each way, and stay NHWC
-            grids = (x.permute(0, 2, 3, 1).reshape(n, hp // d, d, wp // d, d, c)
-                     .permute(0, 2, 4, 1, 3, 5).reshape(n * d * d, hp // d, wp // d, c)
-                     .permute(0, 3, 1, 2))
-            y = F.conv2d(grids, self.weight, self.bias, padding=(k - 1) // 2, groups=self.groups)
-            y = (y.permute(0, 2, 3, 1).reshape(n, d, d, hp // d, wp // d, c)
-                 .permute(0, 3, 1, 4, 2, 5).reshape(n, hp, wp, c).permute(0, 3, 1, 2))
-        else:
-            # [n, c, hp/d, d, wp/d, d] -> [n, d, d, c, hp/d, wp/d]: a batch item per sub-grid
-            grids = (x.reshape(n, c, hp // d, d, wp // d, d).permute(0, 3, 5, 1, 2, 4)
-                     .reshape(n * d * d, c, hp // d, wp // d))
-            y = F.conv2d(grids, self.weight, self.bias, padding=(k - 1) // 2, groups=self.groups)
-            y = y.reshape(n, d, d, c, hp // d, wp // d).permute(0, 3, 4, 1, 5, 2).reshape(n, c, hp, wp)
-        if (hp, wp) != (h, w):
-            nhwc = y.is_contiguous(memory_format=torch.channels_last)
-            y = y[:, :, :h, :w].contiguous(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
-        return y
+        use = self.space_to_batch
+        if use is not False and self.has_subgrids and (use is True or use(self, x)):
+            return self.on_subgrids(x)
+        return super().forward(x)
+
+    def on_subgrids(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution computed on space-to-batch sub-grids (see the class docstring)."""
+        return depthwise_on_subgrids(x, self.weight, self.bias, self.dilation[0])
 
 
-def use_space_to_batch(model: nn.Module, enabled: bool) -> int:
-    """Switch every dilated :class:`DepthwiseConv2d` of ``model``; returns how many."""
+def depthwise_on_subgrids(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                          d: int) -> torch.Tensor:
+    """A stride-1 depthwise convolution with dilation ``d`` and 'same' padding, computed
+    with the undilated kernel on the input's d x d space-to-batch sub-grids."""
+    n, c, h, w = x.shape
+    hp, wp = -(-h // d) * d, -(-w // d) * d
+    if (hp, wp) != (h, w):   # zeros past the edge are what the dilated kernel reads there
+        x = F.pad(x, (0, wp - w, 0, hp - h))
+    k = weight.shape[-1]
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        # NHWC in memory: move whole pixels, one copy each way, and stay NHWC
+        grids = (x.permute(0, 2, 3, 1).reshape(n, hp // d, d, wp // d, d, c)
+                 .permute(0, 2, 4, 1, 3, 5).reshape(n * d * d, hp // d, wp // d, c)
+                 .permute(0, 3, 1, 2))
+        y = F.conv2d(grids, weight, bias, padding=(k - 1) // 2, groups=c)
+        y = (y.permute(0, 2, 3, 1).reshape(n, d, d, hp // d, wp // d, c)
+             .permute(0, 3, 1, 4, 2, 5).reshape(n, hp, wp, c).permute(0, 3, 1, 2))
+    else:
+        # [n, c, hp/d, d, wp/d, d] -> [n, d, d, c, hp/d, wp/d]: a batch item per sub-grid
+        grids = (x.reshape(n, c, hp // d, d, wp // d, d).permute(0, 3, 5, 1, 2, 4)
+                 .reshape(n * d * d, c, hp // d, wp // d))
+        y = F.conv2d(grids, weight, bias, padding=(k - 1) // 2, groups=c)
+        y = y.reshape(n, d, d, c, hp // d, wp // d).permute(0, 3, 4, 1, 5, 2).reshape(n, c, hp, wp)
+    if (hp, wp) != (h, w):
+        nhwc = y.is_contiguous(memory_format=torch.channels_last)
+        y = y[:, :, :h, :w].contiguous(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+    return y
+
+
+def use_space_to_batch(model: nn.Module, policy: bool | SubgridPolicy) -> int:
+    """Set every dilated :class:`DepthwiseConv2d` of ``model`` to ``policy``; returns how many."""
     count = 0
     for module in model.modules():
-        if isinstance(module, DepthwiseConv2d) and module.dilation[0] > 1:
-            module.space_to_batch = enabled
+        if isinstance(module, DepthwiseConv2d) and module.has_subgrids:
+            module.space_to_batch = policy
             count += 1
     return count
 
@@ -290,7 +349,7 @@ class ConcatReduce(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x, y = self.adapt(x, y)
-        return self.conv1x1(torch.cat([x, y], dim=1))
+        return self.conv1x1(cat_channels([x, y]))
 
 
 AGG_OPS: dict[str, Callable[[int, int, int, bool], nn.Module]] = {

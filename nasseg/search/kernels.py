@@ -4,20 +4,25 @@ Whether NHWC (``channels_last``) or NCHW activations train faster depends on the
 processor (which oneDNN kernels its vector extensions allow) and on the network:
 on a 2-core AMD EPYC with AVX2 only, NCHW beat channels_last for the CVPR decoder
 (81 s against 105 s per architecture), while on an earlier machine channels_last
-was 1.7x faster than NCHW for the WACV one. So is whether dilated depthwise
-convolutions run faster as undilated ones on space-to-batch sub-grids
-(:class:`nasseg.models.ops.DepthwiseConv2d`): oneDNN's dilated depthwise kernels are
-slow, most of all backward and in NHWC, by how much depends on the CPU. A fixed
-default is therefore wrong somewhere. With ``proxy.channels_last: auto`` (the
-default) :func:`choose` times a training step of the space's first published network
-with each option (both formats, each with and without sub-grids when that network
-has dilated depthwise convolutions), at the proxy's own stage-1 and stage-2 crop
-sizes (two images a step), interleaved, and keeps the fastest. The answer is cached
-per machine (processor model, vector extensions and any limit on them, torch
-version, threads, device) and setting in ``$XDG_CACHE_HOME/nasseg/kernels.json``
-(default ``~/.cache``), so the one-off cost (seconds) is paid once; delete that file
-to measure again. ``true`` / ``false`` force a format, with the plain kernels,
-without measuring.
+was 1.7x faster than NCHW for the WACV one. A fixed default is therefore wrong
+somewhere. With ``proxy.channels_last: auto`` (the default) :func:`choose` times a
+training step of the space's first published network in each format, at the
+proxy's own stage-1 and stage-2 crop sizes (two images a step), interleaved, and
+keeps the fastest. The answer is cached per machine (processor model, vector
+extensions and any limit on them, torch version, threads, device) and setting in
+``$XDG_CACHE_HOME/nasseg/kernels.json`` (default ``~/.cache``), so the one-off cost
+(seconds) is paid once; delete that file to measure again. ``true`` / ``false``
+force a format, with the plain kernels, without measuring.
+
+So is, for each dilated depthwise convolution, whether it runs faster as an
+undilated one on space-to-batch sub-grids (:class:`nasseg.models.ops.DepthwiseConv2d`):
+oneDNN's dilated depthwise kernels are slow, most of all backward and in NHWC, but
+on small maps the sub-grids are tiny and slower still (held to AVX2, a 5x5 kernel
+at dilation 6 on 16x48x8x8: 7.6 ms a backward on 36 sub-grids of 2x2). Which wins
+depends on the input's shape, so :class:`SubgridChooser` times both forms the first
+time it sees a shape (in its memory format, with or without gradients) and caches
+the answer per machine in ``subgrids.json`` beside ``kernels.json``. The two forms
+compute the same sums.
 """
 from __future__ import annotations
 
@@ -31,10 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from ..io import atomic_write_json
 from ..models import build_segmenter
-from ..models.ops import use_space_to_batch
+from ..models.ops import DepthwiseConv2d, SubgridPolicy, depthwise_on_subgrids, use_space_to_batch
 from ..runtime import machine, tune_malloc
 from ..spaces import get_space
 from .config import ProxyConfig
@@ -42,8 +48,12 @@ from .config import ProxyConfig
 log = logging.getLogger(__name__)
 
 FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
-#: the suffix of an option that computes dilated depthwise convolutions on sub-grids
-SUBGRIDS = "+space_to_batch"
+#: the name under which the format choice is cached (older entries named other options)
+OPTIONS = "format; sub-grids per shape"
+#: timed repetitions of each option (after one warm-up each), interleaved
+REPEATS = 3
+#: images per measured step (BatchNorm needs 2 in training mode)
+MEASURE_BATCH = 2
 
 
 @dataclass(frozen=True)
@@ -51,20 +61,19 @@ class KernelChoice:
     """How proxy training runs its tensors and kernels."""
 
     memory_format: torch.memory_format
-    space_to_batch: bool = False
-
-    @classmethod
-    def named(cls, name: str) -> KernelChoice:
-        return cls(FORMATS[name.removesuffix(SUBGRIDS)], name.endswith(SUBGRIDS))
-#: timed repetitions of each format (after one warm-up step each), interleaved
-REPEATS = 3
-#: images per measured step (BatchNorm needs 2 in training mode)
-MEASURE_BATCH = 2
+    space_to_batch: bool | SubgridPolicy = False
 
 
 def cache_file() -> Path:
     root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return root / "nasseg" / "kernels.json"
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _time_steps(steps: dict[str, Callable[[], None]]) -> dict[str, float]:
@@ -79,13 +88,87 @@ def _time_steps(steps: dict[str, Callable[[], None]]) -> dict[str, float]:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def _format_name(x: torch.Tensor) -> str:
+    return "nhwc" if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() else "nchw"
+
+
+def time_subgrids(conv: DepthwiseConv2d, x: torch.Tensor, grad: bool) -> dict[str, float]:
+    """Median seconds of ``conv`` on an input like ``x`` (forward, and backward if
+    ``grad``), plain and on sub-grids. Its own tensors and random generator: neither
+    the model's gradients nor the training's random stream are touched."""
+    gen = torch.Generator(device=x.device).manual_seed(0)
+    fmt = torch.channels_last if _format_name(x) == "nhwc" else torch.contiguous_format
+    inp = torch.randn(x.shape, generator=gen, device=x.device).to(x.dtype).contiguous(memory_format=fmt)
+    weight = conv.weight.detach().clone().requires_grad_(grad)
+    inp.requires_grad_(grad)
+    d = conv.dilation[0]
+    out_grad = None
+
+    def step(subgrids: bool) -> Callable[[], None]:
+        def run() -> None:
+            nonlocal out_grad
+            with torch.set_grad_enabled(grad):
+                if subgrids:
+                    out = depthwise_on_subgrids(inp, weight, None, d)
+                else:
+                    out = F.conv2d(inp, weight, None, padding=conv.padding, dilation=conv.dilation,
+                                   groups=conv.groups)
+                if grad:
+                    if out_grad is None:
+                        out_grad = torch.randn(out.shape, generator=gen, device=out.device).to(out.dtype)
+                    out.backward(out_grad)
+                    inp.grad = weight.grad = None
+            if x.device.type == "cuda":
+                torch.cuda.synchronize(x.device)
+        return run
+    return _time_steps({"plain": step(False), "subgrids": step(True)})
+
+
+class SubgridChooser:
+    """A :data:`~nasseg.models.ops.SubgridPolicy` that measures: for each input it has
+    not seen (shape, memory format, dtype, with or without gradients) it times both
+    forms of the convolution (:func:`time_subgrids`) and keeps the faster, cached per
+    machine in ``subgrids.json`` beside :func:`cache_file` (see the module docstring)."""
+
+    def __init__(self, device: str | torch.device):
+        self.path = cache_file().with_name("subgrids.json")
+        self.machine = json.dumps({**machine(), "device": torch.device(device).type,
+                                   "malloc_tuned": tune_malloc()}, sort_keys=True)
+        self.table: dict[str, dict] = dict(_read_json(self.path).get(self.machine, {}))
+
+    @staticmethod
+    def key(conv: DepthwiseConv2d, x: torch.Tensor, grad: bool) -> str:
+        shape = "x".join(map(str, x.shape))
+        return (f"{_format_name(x)} {shape} {str(x.dtype).removeprefix('torch.')} k{conv.kernel_size[0]} "
+                f"d{conv.dilation[0]} {'train' if grad else 'inference'}")
+
+    def __call__(self, conv: DepthwiseConv2d, x: torch.Tensor) -> bool:
+        grad = torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad)
+        key = self.key(conv, x, grad)
+        if key not in self.table:
+            seconds = time_subgrids(conv, x, grad)
+            self.table[key] = {"subgrids": seconds["subgrids"] < seconds["plain"], "seconds": seconds}
+            log.debug("sub-grids for %s: %s (%s)", key, self.table[key]["subgrids"], seconds)
+            self._save()
+        return self.table[key]["subgrids"]
+
+    def _save(self) -> None:
+        cache = _read_json(self.path)   # merge: other workers may have added shapes
+        cache[self.machine] = {**cache.get(self.machine, {}), **self.table}
+        try:
+            atomic_write_json(self.path, cache)
+        except OSError as exc:   # a read-only home: the answers hold for this run only
+            log.warning("could not cache the sub-grid choices in %s (%s)", self.path, exc)
+
+
 def measure(space: str, config: ProxyConfig, device: torch.device, num_classes: int,
-            ) -> dict[str, float]:
-    """Median seconds of one stage-1 plus one stage-2 training step with each option:
-    both formats, each also with sub-grids if the network has dilated depthwise convs."""
+            subgrids: SubgridPolicy | bool = False) -> dict[str, float]:
+    """Median seconds of one stage-1 plus one stage-2 training step in each memory
+    format, dilated depthwise convolutions run as ``subgrids`` says."""
     genotype = next(iter(get_space(space).published.values()))
     model = build_segmenter(genotype, num_classes, agg_size=config.agg_size, repeats=config.repeats,
                             aux_cell=config.aux_cell and get_space(space).has_aux_cell).to(device)
+    use_space_to_batch(model, subgrids)
     s1, s2 = config.stage1, config.stage2
     gen = torch.Generator().manual_seed(0)
     # At most MEASURE_BATCH images a step: which format is faster is a property of the
@@ -96,13 +179,8 @@ def measure(space: str, config: ProxyConfig, device: torch.device, num_classes: 
                           generator=gen).to(device)
     aux = config.aux_weight > 0
 
-    subgrids = use_space_to_batch(model, False) > 0
-
-    def step(choice: KernelChoice) -> Callable[[], None]:
-        fmt = choice.memory_format
-
+    def step(fmt: torch.memory_format) -> Callable[[], None]:
         def run() -> None:
-            use_space_to_batch(model, choice.space_to_batch)
             model.to(memory_format=fmt).train()
             with torch.no_grad():
                 feats = [f.contiguous(memory_format=fmt)
@@ -116,8 +194,7 @@ def measure(space: str, config: ProxyConfig, device: torch.device, num_classes: 
                 torch.cuda.synchronize(device)
         return run
 
-    names = [n + suffix for n in FORMATS for suffix in (("", SUBGRIDS) if subgrids else ("",))]
-    return _time_steps({name: step(KernelChoice.named(name)) for name in names})
+    return _time_steps({name: step(fmt) for name, fmt in FORMATS.items()})
 
 
 def choose(space: str, config: ProxyConfig, device: str | torch.device, num_classes: int) -> KernelChoice:
@@ -125,18 +202,16 @@ def choose(space: str, config: ProxyConfig, device: str | torch.device, num_clas
     if config.channels_last != "auto":
         return KernelChoice(torch.channels_last if config.channels_last else torch.contiguous_format)
     device = torch.device(device)
+    subgrids = SubgridChooser(device)
     key = json.dumps({**machine(), "device": device.type, "malloc_tuned": tune_malloc(),
-                      "space": space, "agg_size": config.agg_size, "options": "format+subgrids",
+                      "space": space, "agg_size": config.agg_size, "options": OPTIONS,
                       "repeats": config.repeats, "aux_cell": config.aux_cell,
                       "stage1": [config.stage1.batch_size, config.stage1.crop_size],
                       "stage2": [config.stage2.batch_size, config.stage2.crop_size]}, sort_keys=True)
     path = cache_file()
-    try:
-        cache = json.loads(path.read_text())
-    except (OSError, ValueError):
-        cache = {}
+    cache = _read_json(path)
     if key not in cache:
-        seconds = measure(space, config, device, num_classes)
+        seconds = measure(space, config, device, num_classes, subgrids)
         cache[key] = {"choice": min(seconds, key=seconds.get), "seconds": seconds}
         try:
             atomic_write_json(path, cache)
@@ -144,4 +219,4 @@ def choose(space: str, config: ProxyConfig, device: str | torch.device, num_clas
             log.warning("could not cache the kernel choice in %s (%s)", path, exc)
         log.info("kernels for %s: %s (one training step: %s); cached in %s", space,
                  cache[key]["choice"], ", ".join(f"{k} {v:.3f} s" for k, v in seconds.items()), path)
-    return KernelChoice.named(cache[key]["choice"])
+    return KernelChoice(FORMATS[cache[key]["choice"]], subgrids)
