@@ -185,3 +185,36 @@ def test_workers_start_after_the_parent_used_opencv_threads(prepared):
         pytest.fail("the loader's worker deadlocked")
     assert proc.returncode == 0, err
     assert out.strip() == "(2, 3, 48, 96)"
+
+
+def test_keep_decoded_reads_each_file_once_within_its_budget_and_still_augments(prepared, monkeypatch):
+    import nasseg.data.datasets as datasets
+
+    aug = AugmentParams(crop_size=32, resize_side=48)
+    ds = PreparedDataset(prepared, "train", train_transform(aug))
+    image, target = ds.load(0)
+    one = image.nbytes + target.nbytes
+    reads = []
+    real = datasets.load_rgb
+    monkeypatch.setattr(datasets, "load_rgb", lambda path: reads.append(path.name) or real(path))
+    kept = ds.keep_decoded(one)   # room for one sample
+    torch.manual_seed(0)
+    first = [kept[i] for i in (0, 1, 0, 1)]
+    assert reads == [ds.items[0][0].name, ds.items[1][0].name, ds.items[1][0].name]
+    assert not torch.equal(first[0][0], first[2][0])   # the same image, cropped anew
+    torch.manual_seed(0)
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+               for a, b in zip(first, [ds[i] for i in (0, 1, 0, 1)]))   # what the disk gives
+    assert ds._decoded is None   # the original reads from disk as before
+
+
+def test_the_evaluator_keeps_decoded_stage2_images_only_when_read_in_process(prepared):
+    from nasseg.search.data import ProxyData
+
+    ds = PreparedDataset(prepared, "train")
+    data = ProxyData(train_stage1=ds, train_stage2=ds, val=ds, num_classes=19, val_source="-",
+                     loader_workers=0, keep_decoded_bytes=1 << 20)
+    assert data.stage2_reader()._decoded == {}
+    for workers, budget in ((2, 1 << 20), (0, 0)):
+        data.loader_workers, data.keep_decoded_bytes = workers, budget
+        assert data.stage2_reader() is ds

@@ -268,10 +268,10 @@ def test_models_are_frozen_and_copied_with_updates():
         DistillationConfig(teacher="refinenet_lw152")
 
 
-def test_fingerprint_ignores_budgets_devices_and_loader_workers():
+def test_fingerprint_ignores_budgets_devices_and_how_data_are_read():
     base = SearchConfig(space="wacv")
     same = SearchConfig(space="wacv", num_archs=99, time_limit_s=60, devices=("cuda:0", "cuda:1"), top_k=2,
-                        data={"loader_workers": 8})
+                        data={"loader_workers": 8, "keep_decoded_mb": 0})
     assert base.fingerprint() == same.fingerprint()
     for changed in (SearchConfig(space="cvpr"), SearchConfig(space="wacv", seed=1),
                     SearchConfig(space="wacv", proxy={"stage1": {"epochs": 2}}),

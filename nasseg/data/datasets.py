@@ -85,6 +85,8 @@ class PreparedDataset(Dataset):
         self.items = [(self.root / a, self.root / b) for a, b in read_list(self.list_path)]
         self.ids = [Path(a).stem for a, _ in self.items]
         self.transform = transform
+        self._decoded: dict[int, tuple[np.ndarray, np.ndarray]] | None = None
+        self._decoded_budget = 0
 
     @classmethod
     def _view(cls, parent: PreparedDataset, items: Sequence[tuple[Path, Path]],
@@ -94,6 +96,17 @@ class PreparedDataset(Dataset):
         view.items = list(items)
         view.ids = [Path(a).stem for a, _ in view.items]
         view.transform = transform
+        view._decoded, view._decoded_budget = None, 0
+        return view
+
+    def keep_decoded(self, max_bytes: int) -> PreparedDataset:
+        """A view that keeps the decoded arrays of the samples it reads in memory, until
+        they fill ``max_bytes`` (later samples are read from disk each time, as before).
+        The transforms still run on every access, so random crops and flips stay random.
+        For a dataset read in the training process itself, epoch after epoch: decoding
+        is then on the training's critical path."""
+        view = self._view(self, self.items, self.transform)
+        view._decoded, view._decoded_budget = {}, max_bytes
         return view
 
     def subset(self, indices: Sequence[int], transform: Callable | None = None) -> PreparedDataset:
@@ -110,6 +123,8 @@ class PreparedDataset(Dataset):
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """The raw arrays: RGB uint8 HxWx3 and the target (uint8 labels / float32 metres)."""
+        if self._decoded is not None and index in self._decoded:
+            return self._decoded[index]
         image_path, target_path = self.items[index]
         image = load_rgb(image_path)
         if self.task == "depth":
@@ -119,6 +134,9 @@ class PreparedDataset(Dataset):
         if image.shape[:2] != target.shape:
             raise DataError(f"{target_path}: size {target.shape[::-1]} differs from its image "
                             f"{image_path} {image.shape[1::-1]}; re-run the prepare stage")
+        if self._decoded is not None and self._decoded_budget >= image.nbytes + target.nbytes:
+            self._decoded_budget -= image.nbytes + target.nbytes
+            self._decoded[index] = image, target
         return image, target
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:

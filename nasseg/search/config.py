@@ -126,3 +126,6 @@ class SearchDataConfig(Config):
     val_resize_side: int = Field(default=1024, gt=0)
     val_crop_size: int | None = Field(default=None, gt=0)
     loader_workers: int = Field(default=0, ge=0)
+    # with loader_workers 0: keep up to this many MiB of decoded stage-2 images in memory
+    # (the transforms still run each epoch); 0: decode from disk every epoch
+    keep_decoded_mb: int = Field(default=1024, ge=0)

@@ -33,7 +33,9 @@ class ProxyData:
     """Datasets yielding ``(image float[3,H,W], labels int[H,W])``.
 
     ``train_stage1`` and ``val`` are read once (bounded by the config) and kept in
-    memory; ``train_stage2`` is iterated by a DataLoader every stage-2 epoch.
+    memory; ``train_stage2`` is iterated by a DataLoader every stage-2 epoch, and read
+    in the training process when ``loader_workers`` is 0: then the evaluator keeps up
+    to ``keep_decoded_bytes`` of its decoded images in memory.
     ``val_source`` names the validation samples in error messages.
     """
     train_stage1: Dataset
@@ -42,6 +44,15 @@ class ProxyData:
     num_classes: int
     val_source: str
     loader_workers: int = 0
+    keep_decoded_bytes: int = 0
+
+    def stage2_reader(self) -> Dataset:
+        """``train_stage2`` as one evaluator reads it: keeping decoded images in memory
+        (:meth:`PreparedDataset.keep_decoded`) when it is read in-process."""
+        ds = self.train_stage2
+        if self.loader_workers == 0 and self.keep_decoded_bytes > 0 and isinstance(ds, PreparedDataset):
+            return ds.keep_decoded(self.keep_decoded_bytes)
+        return ds
 
 
 def _search_splits(data_dir: str | Path, config: Any) -> tuple[PreparedDataset, PreparedDataset, PreparedDataset]:
@@ -71,7 +82,8 @@ def make_proxy_data(data_dir: str | Path, config: Any) -> ProxyData:
     shown = min(len(val), config.proxy.val_num_images)
     return ProxyData(train_stage1=train1, train_stage2=train2, val=val, num_classes=train1.num_classes,
                      val_source=f"the first {shown} images of {val.list_path}",
-                     loader_workers=config.data.loader_workers)
+                     loader_workers=config.data.loader_workers,
+                     keep_decoded_bytes=config.data.keep_decoded_mb << 20)
 
 
 def check_search_data(data_dir: str | Path, config: Any) -> None:

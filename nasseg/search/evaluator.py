@@ -107,6 +107,7 @@ class ProxyEvaluator:
         self.cache = FeatureCache(space, config, data, self.compute, seed=seed, encoder_state=encoder_state,
                                   teacher=teacher)
         self.s2_teacher = teacher if 2 in config.distillation.stages else None
+        self.train_stage2 = data.stage2_reader()
         self.loss = SegmentationLoss(config.aux_weight, config.distillation.weight)
         self.on_build = on_build
 
@@ -189,7 +190,7 @@ class ProxyEvaluator:
                                          weight_decay=s2.dec_weight_decay, foreach=True)
             polyak = Polyak(model, s2.polyak_decay)
             gen = torch.Generator().manual_seed(arch_seed)
-            loader = DataLoader(self.data.train_stage2, batch_size=s2.batch_size, shuffle=True, drop_last=True,
+            loader = DataLoader(self.train_stage2, batch_size=s2.batch_size, shuffle=True, drop_last=True,
                                 generator=gen, num_workers=self.data.loader_workers, pin_memory=self.compute.cuda,
                                 persistent_workers=self.data.loader_workers > 0)
             for epoch in range(s2.epochs):

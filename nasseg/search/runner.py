@@ -68,10 +68,11 @@ class SearchConfig(Config):
     max_consecutive_failures: int | None = Field(default=10, ge=1)
 
     def fingerprint(self) -> str:
-        """Hash of what must not change when a search resumes (budgets, devices and the failure limit may)."""
+        """Hash of what must not change when a search resumes (budgets, devices, the failure
+        limit and how the data are read may)."""
         d = self.model_dump(mode="json", exclude={"num_archs": True, "time_limit_s": True, "devices": True,
                                                   "top_k": True, "max_consecutive_failures": True,
-                                                  "data": {"loader_workers"}})
+                                                  "data": {"loader_workers", "keep_decoded_mb"}})
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
