@@ -38,3 +38,36 @@ def test_dvc_repro_builds_extension(tmp_path):
     run([str(BIN / "dvc"), "repro", "build_ext"], root)
     check_built(root)
     assert "build_ext" in (root / "dvc.lock").read_text()
+
+
+def test_snakemake_charges_a_lone_ready_job_its_resources(tmp_path):
+    """The limits the workstation profile sets (one GPU job, the latency benchmark alone)
+    hold only if Snakemake charges every job it starts. Snakemake up to 9.16 did not
+    charge a job that was the only one ready, yet gave its resources back when it ended
+    (its scheduler's one-job shortcut), so the pool grew: here `a` runs alone, then `b`
+    and `c`, each taking the whole `slot`, ran side by side. pyproject.toml asks for a
+    Snakemake without that."""
+    (tmp_path / "Snakefile").write_text('''
+import time
+rule all:
+    input: "b.txt", "c.txt"
+rule a:
+    output: "a.txt"
+    resources: slot=1
+    shell: "touch {output}"
+for name in ("b", "c"):
+    rule:
+        name: name
+        input: "a.txt"
+        output: f"{name}.txt"
+        resources: slot=1
+        run:
+            start = time.time()
+            time.sleep(1.5)
+            with open(output[0], "w") as f:
+                f.write(f"{start} {time.time()}")
+''')
+    run([str(BIN / "snakemake"), "--cores", "3", "--resources", "slot=1", "--scheduler", "greedy",
+         "--workflow-profile", "none"], tmp_path)
+    (b0, b1), (c0, c1) = (map(float, (tmp_path / f"{n}.txt").read_text().split()) for n in "bc")
+    assert b1 <= c0 or c1 <= b0, "b and c ran at the same time although each takes the one slot"
