@@ -23,7 +23,7 @@ What:
 The exporter: ``torch.onnx.export(..., dynamo=True)`` (torch.export, the default
 and recommended exporter since torch 2.9; it needs the ``onnxscript`` package).
 The TorchScript exporter (``dynamo=False``) is deprecated, and a trace bakes the
-shape comparisons of the decoders (``match_sizes``, ``concat_collected``) into
+shape comparisons of the decoders (``match_sizes``, ``collected_parts``) into
 the graph without checking them. Both exporters fix those branches at the sample
 size; they do not depend on the input size for inputs of at least 32x32
 (strided layers all round up), and :func:`check_onnx` at sizes other than the

@@ -196,33 +196,25 @@ def test_dilated_depthwise_on_subgrids_equals_the_dilated_kernel(kernel, dilatio
     assert out.is_contiguous(memory_format=fmt)
 
 
-def test_cat_channels_equals_cat_and_hands_back_gradients_in_each_input_layout():
-    from nasseg.models.ops import cat_channels
+@pytest.mark.parametrize("folded", [False, True])
+def test_reduce_collected_is_the_originals_concatenate_resize_relu_and_reduce(folded):
+    """The original concatenates as it goes, resizes the running concatenation to a
+    taller next map, then applies ReLU and pre_clf; reduce_collected resizes the parts
+    and sums their 1x1 convs (float64: the same values and gradients). Folded: the
+    conv has a bias (its BatchNorm folded in for export)."""
+    import copy
+
+    from nasseg.models.cvpr_decoder import reduce_collected
+    from nasseg.models.ops import conv_bn_relu, resize_to
 
     torch.manual_seed(0)
-    nhwc = torch.randn(2, 3, 5, 6).contiguous(memory_format=torch.channels_last).requires_grad_()
-    nchw = torch.randn(2, 4, 5, 6, requires_grad=True)
-    grads = {}
-    nhwc.register_hook(lambda g: grads.setdefault("nhwc", g))
-    nchw.register_hook(lambda g: grads.setdefault("nchw", g))
-    out = cat_channels([nhwc, nchw])
-    torch.testing.assert_close(out, torch.cat([nhwc, nchw], 1), rtol=0, atol=0)
-    g = torch.randn(2, 7, 5, 6).contiguous(memory_format=torch.channels_last)
-    out.backward(g)
-    torch.testing.assert_close(grads["nhwc"], g[:, :3], rtol=0, atol=0)
-    torch.testing.assert_close(grads["nchw"], g[:, 3:], rtol=0, atol=0)
-    assert grads["nhwc"].is_contiguous(memory_format=torch.channels_last) and grads["nchw"].is_contiguous()
-
-
-def test_concat_collected_resizes_each_part_as_the_running_concatenation_was():
-    """The original concatenates as it goes and resizes the running concatenation to a
-    taller next map; concat_collected resizes the parts and concatenates once."""
-    from nasseg.models.cvpr_decoder import concat_collected
-    from nasseg.models.ops import resize_to
-
-    torch.manual_seed(0)
-    feats = [torch.randn(2, 3, h, h + 1, dtype=torch.float64) for h in (8, 4, 16, 16, 5)]
+    feats = [torch.randn(2, c, h, h + 1, dtype=torch.float64, requires_grad=True)
+             for c, h in ((3, 8), (2, 4), (3, 16), (4, 16), (3, 5))]
     indices = [0, 1, 2, 4, 3]
+    reduce = conv_bn_relu(15, 6, 1).double()
+    if folded:
+        reduce[0].bias = nn.Parameter(torch.randn(6, dtype=torch.float64))
+    reference = copy.deepcopy(reduce)
     expected = feats[indices[0]]
     for i in indices[1:]:
         nxt = feats[i]
@@ -231,4 +223,39 @@ def test_concat_collected_resizes_each_part_as_the_running_concatenation_was():
         elif nxt.shape[2] > expected.shape[2]:
             expected = resize_to(expected, nxt.shape[2:])
         expected = torch.cat([expected, nxt], dim=1)
-    torch.testing.assert_close(concat_collected(feats, indices), expected, rtol=1e-12, atol=1e-12)
+    expected = reference(torch.relu(expected))
+    out = reduce_collected(feats, indices, reduce)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    grad = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, [*feats, *reduce.parameters()], grad),
+                    torch.autograd.grad(expected, [*feats, *reference.parameters()], grad)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_concat_reduce_equals_bn_relu_conv_of_the_concatenation(training):
+    """ConcatReduce runs BN, ReLU and the 1x1 conv on the two halves (no concatenated
+    copy); outputs, gradients, running statistics and batch count are those of the
+    modules applied to the concatenation (float64)."""
+    import copy
+
+    from nasseg.models.ops import ConcatReduce
+
+    torch.manual_seed(0)
+    agg = ConcatReduce(5, 5, 5, larger=True).double().train(training)
+    with torch.no_grad():   # running statistics away from their initial values
+        agg.conv1x1[0].running_mean.uniform_(-1, 1)
+        agg.conv1x1[0].running_var.uniform_(0.5, 2)
+    reference = copy.deepcopy(agg.conv1x1)
+    x = torch.randn(3, 5, 6, 7, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(3, 5, 6, 7, dtype=torch.float64, requires_grad=True)
+    out = agg(x, y)
+    expected = reference(torch.cat([x, y], 1))
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, [x, y, *agg.conv1x1.parameters()], grad)
+    want = torch.autograd.grad(expected, [x, y, *reference.parameters()], grad)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    for a, b in zip(agg.conv1x1.buffers(), reference.buffers()):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=0)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cvpr_decoder import concat_collected
+from .cvpr_decoder import reduce_collected
 from .ops import AGG_OPS, OPS, conv3x3, conv_bn_relu
 
 
@@ -109,5 +109,4 @@ class TemplateDecoder(nn.Module):
                 out = agg(op_a(x), op_b(y))
                 x, y = y, out
             pool.append(out)
-        out = F.relu(concat_collected(pool, self.collect))
-        return self.conv_clf(self.pre_clf(out))
+        return self.conv_clf(reduce_collected(pool, self.collect, self.pre_clf))
