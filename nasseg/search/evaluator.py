@@ -26,8 +26,9 @@ Where we differ from the original, besides the caches: every training step of an
 architecture and its stage-1 data order are seeded by the architecture's seed (the
 same result on any worker, and on a re-run after a kill); training runs in fp32
 unless ``amp`` asks for mixed precision (CUDA only; the original has none); tensors
-are NHWC or NCHW, and dilated depthwise convolutions run on sub-grids or not,
-whichever :mod:`nasseg.search.kernels` measured to be faster;
+are NHWC or NCHW, whichever :mod:`nasseg.search.kernels` measured to be faster, and
+each dilated depthwise convolution runs on sub-grids or not, measured per input shape;
+stage-2 images read in this process stay decoded in memory (``data.keep_decoded_mb``);
 glibc's allocator is kept from page-faulting (:func:`nasseg.runtime.tune_malloc`);
 the original's ``try_except`` wrappers, which
 turn any RuntimeError into a reward of 0, are replaced by the failure rule above.
