@@ -172,7 +172,8 @@ def test_aux_heads_are_skipped_when_not_asked_for():
     assert wacv.train()(x, aux=False).aux_logits == ()
 
 
-@pytest.mark.parametrize("kernel, dilation, size", [(5, 6, (64, 64)), (3, 3, (30, 17)), (5, 6, (7, 9))])
+@pytest.mark.parametrize("kernel, dilation, size", [(5, 6, (64, 64)), (3, 3, (30, 17)), (5, 6, (7, 9)),
+                                                   (3, 6, (5, 4)), (3, 2, (8, 6))])
 @pytest.mark.parametrize("nhwc", [False, True])
 def test_dilated_depthwise_on_subgrids_equals_the_dilated_kernel(kernel, dilation, size, nhwc):
     """nasseg.models.ops.DepthwiseConv2d: the space-to-batch path gives the dilated

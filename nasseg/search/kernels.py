@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 #: the name under which the format choice is cached (older entries named other options)
 OPTIONS = "format; sub-grids per shape"
+#: the version of nasseg.models.ops.depthwise_on_subgrids the cached answers were timed on
+#: (raise it when that changes, and they are timed again)
+SUBGRIDS_VERSION = 2
 #: timed repetitions of each option (after one warm-up each), interleaved
 REPEATS = 3
 #: images per measured step (BatchNorm needs 2 in training mode)
@@ -133,7 +136,7 @@ class SubgridChooser:
     def __init__(self, device: str | torch.device):
         self.path = cache_file().with_name("subgrids.json")
         self.machine = json.dumps({**machine(), "device": torch.device(device).type,
-                                   "malloc_tuned": tune_malloc()}, sort_keys=True)
+                                   "malloc_tuned": tune_malloc(), "subgrids": SUBGRIDS_VERSION}, sort_keys=True)
         self.table: dict[str, dict] = dict(_read_json(self.path).get(self.machine, {}))
 
     @staticmethod
