@@ -99,6 +99,7 @@ def test_the_subgrid_chooser_follows_the_timings_and_caches_each_shape(tmp_path,
         conv(torch.randn(2, 4, size, size))
     with torch.no_grad():
         conv(torch.randn(2, 4, 16, 16))
+    conv(torch.empty(2, 4, 16, 16, device="meta"))   # shapes only (FLOP counting): not timed
     assert used == [16, 16, 16]
     assert timed == [((2, 4, 8, 8), True), ((2, 4, 16, 16), True), ((2, 4, 16, 16), False)]
     # a new chooser (another worker, a later run) reads the answers from disk

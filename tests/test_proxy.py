@@ -289,3 +289,24 @@ def test_validation_without_a_pixel_to_score_fails_before_any_architecture():
     data.val = TensorDataset(images, torch.full_like(labels, 255))
     with pytest.raises(DataError, match="the tiny validation set: no pixel of a scored class"):
         ProxyEvaluator("wacv", tiny_config(), data)
+
+
+def test_the_evaluator_adam_is_fused_on_cpu_and_updates_as_foreach():
+    from nasseg.search.config import ProxyConfig
+    from nasseg.search.features import Compute
+
+    kernel = Compute.create("cpu", ProxyConfig(), torch.contiguous_format).adam_kernel
+    assert kernel == {"fused": True}
+    torch.manual_seed(0)
+    params = [torch.randn(5, 3, requires_grad=True), torch.randn(7, requires_grad=True)]
+    twins = [p.detach().clone().requires_grad_() for p in params]
+    fused = torch.optim.Adam(params, lr=1e-2, weight_decay=1e-5, **kernel)
+    loop = torch.optim.Adam(twins, lr=1e-2, weight_decay=1e-5, foreach=True)
+    for _ in range(3):
+        grads = [torch.randn_like(p) for p in params]
+        for group, opt in ((params, fused), (twins, loop)):
+            for p, g in zip(group, grads):
+                p.grad = g.clone()
+            opt.step()
+    for a, b in zip(params, twins):
+        torch.testing.assert_close(a, b)

@@ -164,7 +164,7 @@ class ProxyEvaluator:
         go_on = True
         if s1.epochs > 0:
             optim = torch.optim.Adam(model.decoder.parameters(), lr=s1.lr, weight_decay=s1.dec_weight_decay,
-                                     foreach=True)
+                                     **self.compute.adam_kernel)
             polyak = Polyak(model.decoder, s1.polyak_decay)
             for epoch in range(s1.epochs):
                 self._stage1_epoch(model, optim, polyak, epoch, arch_seed)
@@ -186,9 +186,9 @@ class ProxyEvaluator:
                     enc_params, lr=s2.enc_lr, momentum=s2.enc_momentum, weight_decay=s2.enc_weight_decay)
             else:
                 enc_optim = torch.optim.Adam(enc_params, lr=s2.enc_lr, weight_decay=s2.enc_weight_decay,
-                                             foreach=True)
+                                             **self.compute.adam_kernel)
             dec_optim = torch.optim.Adam(model.decoder.parameters(), lr=s2.dec_lr,
-                                         weight_decay=s2.dec_weight_decay, foreach=True)
+                                         weight_decay=s2.dec_weight_decay, **self.compute.adam_kernel)
             polyak = Polyak(model, s2.polyak_decay)
             gen = torch.Generator().manual_seed(arch_seed)
             loader = DataLoader(self.train_stage2, batch_size=s2.batch_size, shuffle=True, drop_last=True,
