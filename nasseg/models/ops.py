@@ -16,8 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .subgrids import depthwise_on_subgrids
+
 __all__ = ["OPS", "AGG_OPS", "conv_bn_relu", "conv3x3", "resize_to", "match_sizes",
-           "DepthwiseConv2d", "depthwise_on_subgrids", "use_space_to_batch"]
+           "DepthwiseConv2d", "use_space_to_batch"]
 
 
 def conv_bn_relu(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequential:
@@ -88,7 +90,7 @@ class DepthwiseConv2d(nn.Conv2d):
     16 ms forward and backward on the sub-grids, NHWC), while undilated depthwise kernels
     are fast; on small maps (8x8 at dilation 6: 36 sub-grids of 2x2) the sub-grids are
     the slow ones. The pixels move block by block between the map and its sub-grids, one
-    copy each way and no padded copy (:func:`to_subgrids`).
+    copy each way and no padded copy (:mod:`nasseg.models.subgrids`).
     :attr:`space_to_batch` is ``False`` (the default), ``True``, or a
     :data:`SubgridPolicy` asked at each call (:class:`nasseg.search.kernels.SubgridChooser`
     measures). Parameters and state dict are nn.Conv2d's.
@@ -111,102 +113,6 @@ class DepthwiseConv2d(nn.Conv2d):
     def on_subgrids(self, x: torch.Tensor) -> torch.Tensor:
         """The convolution computed on space-to-batch sub-grids (see the class docstring)."""
         return depthwise_on_subgrids(x, self.weight, self.bias, self.dilation[0])
-
-
-def _spans(size: int, d: int) -> list[tuple[int, int, int, int]]:
-    """Rows ``[start, stop)`` of a map, as blocks of whole sub-grid rows: (start, stop,
-    number of sub-grids the block's rows go to, first sub-grid row)."""
-    whole, rest = divmod(size, d)
-    spans = [(0, whole * d, d, 0)] if whole else []
-    return spans + [(whole * d, size, rest, whole)] if rest else spans
-
-
-def _pixels(image: torch.Tensor) -> torch.Tensor:
-    """``[n, c, h, w]`` viewed as ``[n, h, w, c]`` (a view, whatever the memory format)."""
-    return image.permute(0, 2, 3, 1)
-
-
-def _cells(grids: torch.Tensor, n: int, d: int) -> torch.Tensor:
-    """``[n*d*d, c, hq, wq]`` sub-grids viewed as ``[n, d, d, hq, wq, c]`` (a view)."""
-    return _pixels(grids).unflatten(0, (n, d, d))
-
-
-def _grid_views(image: torch.Tensor, grids: torch.Tensor, d: int):
-    """Pairs of views (a block of ``image``, where its pixels go in ``grids``) that cover
-    the image: the rows and columns of whole sub-grid rows, then the remainders."""
-    n, c, h, w = image.shape
-    pixels, cells = _pixels(image), _cells(grids, n, d)
-    for r0, r1, sh, q0 in _spans(h, d):
-        for c0, c1, sw, p0 in _spans(w, d):
-            qh, qw = (r1 - r0) // sh, (c1 - c0) // sw
-            yield (pixels[:, r0:r1, c0:c1].unflatten(2, (qw, sw)).unflatten(1, (qh, sh)).permute(0, 2, 4, 1, 3, 5),
-                   cells[:, :sh, :sw, q0:q0 + qh, p0:p0 + qw])
-
-
-def _layout(x: torch.Tensor) -> torch.memory_format:
-    nhwc = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-    return torch.channels_last if nhwc else torch.contiguous_format
-
-
-def to_subgrids(x: torch.Tensor, d: int) -> torch.Tensor:
-    """``[n, c, h, w]`` -> its d x d sub-grids ``[n*d*d, c, ceil(h/d), ceil(w/d)]`` (a
-    batch item each, in the input's memory format), zeros past the edge."""
-    fmt = _layout(x)
-    n, c, h, w = x.shape
-    hq, wq = -(-h // d), -(-w // d)
-    grids = torch.empty((n * d * d, c, hq, wq), dtype=x.dtype, device=x.device, memory_format=fmt)
-    cells = _cells(grids, n, d)
-    if h % d:   # the last sub-grid row of the grids that start below the remainder
-        cells[:, h % d:, :, hq - 1].zero_()
-    if w % d:
-        cells[:, :, w % d:, :, wq - 1].zero_()
-    for block, where in _grid_views(x, grids, d):
-        where.copy_(block)
-    return grids
-
-
-def from_subgrids(y: torch.Tensor, h: int, w: int, d: int, fmt: torch.memory_format) -> torch.Tensor:
-    """The inverse of :func:`to_subgrids`: ``[n*d*d, c, hq, wq]`` -> ``[n, c, h, w]`` in
-    memory format ``fmt``."""
-    image = torch.empty((y.shape[0] // (d * d), y.shape[1], h, w), dtype=y.dtype, device=y.device,
-                        memory_format=fmt)
-    for block, where in _grid_views(image, y, d):
-        block.copy_(where)
-    return image
-
-
-class _ToSubgrids(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, d: int) -> torch.Tensor:
-        ctx.size, ctx.d, ctx.fmt = x.shape[2:], d, _layout(x)
-        return to_subgrids(x, d)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return from_subgrids(grad, *ctx.size, ctx.d, ctx.fmt), None
-
-
-class _FromSubgrids(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, y: torch.Tensor, h: int, w: int, d: int, fmt: torch.memory_format) -> torch.Tensor:
-        ctx.d = d
-        return from_subgrids(y, h, w, d, fmt)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None, None]:
-        return to_subgrids(grad, ctx.d), None, None, None, None
-
-
-def depthwise_on_subgrids(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                          d: int) -> torch.Tensor:
-    """A stride-1 depthwise convolution with dilation ``d`` and 'same' padding, computed
-    with the undilated kernel on the input's d x d space-to-batch sub-grids
-    (:func:`to_subgrids`: zeros past the edge are what the dilated kernel reads there).
-    The result keeps the input's memory format."""
-    h, w = x.shape[2:]
-    grids = _ToSubgrids.apply(x, d)
-    y = F.conv2d(grids, weight, bias, padding=(weight.shape[-1] - 1) // 2, groups=x.shape[1])
-    return _FromSubgrids.apply(y, h, w, d, _layout(x))
 
 
 def use_space_to_batch(model: nn.Module, policy: bool | SubgridPolicy) -> int:

@@ -40,7 +40,8 @@ import torch.nn.functional as F
 
 from ..io import atomic_write_json
 from ..models import build_segmenter
-from ..models.ops import DepthwiseConv2d, SubgridPolicy, depthwise_on_subgrids, use_space_to_batch
+from ..models.ops import DepthwiseConv2d, SubgridPolicy, use_space_to_batch
+from ..models.subgrids import depthwise_on_subgrids
 from ..runtime import machine, tune_malloc
 from ..spaces import get_space
 from .config import ProxyConfig
@@ -50,7 +51,7 @@ log = logging.getLogger(__name__)
 FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 #: the name under which the format choice is cached (older entries named other options)
 OPTIONS = "format; sub-grids per shape"
-#: the version of nasseg.models.ops.depthwise_on_subgrids the cached answers were timed on
+#: the version of nasseg.models.subgrids the cached answers were timed on
 #: (raise it when that changes, and they are timed again)
 SUBGRIDS_VERSION = 2
 #: timed repetitions of each option (after one warm-up each), interleaved
