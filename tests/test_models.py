@@ -260,3 +260,34 @@ def test_concat_reduce_equals_bn_relu_conv_of_the_concatenation(training):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     for a, b in zip(agg.conv1x1.buffers(), reference.buffers()):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=0)
+
+
+def test_other_modules_in_the_concatenation_paths_run_their_own_forward_on_the_concatenation():
+    """A BatchNorm2d subclass (as the all-reducing one of multi-process training) in the
+    WACV cat aggregation, and a pre_clf that is not conv-first (a wrapper), see the
+    concatenation itself, not per-part stand-ins for their forward."""
+    from nasseg.models.cvpr_decoder import reduce_collected
+    from nasseg.models.ops import ConcatReduce, conv_bn_relu
+
+    class Doubling(nn.BatchNorm2d):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    torch.manual_seed(0)
+    agg = ConcatReduce(4, 4, 4, larger=True).double()
+    agg.conv1x1[0] = Doubling(8).double()
+    x, y = (torch.randn(2, 4, 5, 5, dtype=torch.float64) for _ in range(2))
+    torch.testing.assert_close(agg(x, y), agg.conv1x1(torch.cat([x, y], 1)), rtol=1e-12, atol=1e-12)
+
+    class Wrapped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = conv_bn_relu(7, 3, 1).double()
+
+        def forward(self, z):
+            return self.inner(z) + 1
+
+    feats = [torch.randn(2, c, 6, 6, dtype=torch.float64) for c in (3, 4)]
+    wrapped = Wrapped()
+    torch.testing.assert_close(reduce_collected(feats, [0, 1], wrapped),
+                               wrapped(torch.relu(torch.cat(feats, 1))), rtol=1e-12, atol=1e-12)

@@ -137,7 +137,7 @@ def collected_parts(feats: list[torch.Tensor | None], indices: list[int]) -> lis
     return parts
 
 
-def reduce_collected(feats: list[torch.Tensor | None], indices: list[int], reduce: nn.Sequential) -> torch.Tensor:
+def reduce_collected(feats: list[torch.Tensor | None], indices: list[int], reduce: nn.Module) -> torch.Tensor:
     """``reduce(relu(concatenation of the collected maps))``, for a ``reduce`` that starts
     with a 1x1 conv (``conv_bn_relu``, or its BatchNorm folded into the conv's bias),
     as the original computes its ``pre_clf`` input.
@@ -147,13 +147,17 @@ def reduce_collected(feats: list[torch.Tensor | None], indices: list[int], reduc
     concatenated copy and the split of its gradient are never made (measured 3 % of a
     WACV decoder training step, AMD EPYC held to AVX2).
     """
-    conv, *rest = reduce
+    parts = collected_parts(feats, indices)
+    conv = reduce[0] if isinstance(reduce, nn.Sequential) else None
+    if not (isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1) and conv.stride == (1, 1)
+            and conv.padding == (0, 0) and conv.groups == 1):   # not a 1x1 conv first: as the original
+        return reduce(F.relu(torch.cat(parts, dim=1)))
     out, start = None, 0
-    for part in collected_parts(feats, indices):
+    for part in parts:
         c = part.shape[1]
         y = F.conv2d(F.relu(part), conv.weight[:, start:start + c], conv.bias if out is None else None)
         out, start = (y if out is None else out + y), start + c
-    for module in rest:
+    for module in list(reduce)[1:]:
         out = module(out)
     return out
 

@@ -294,7 +294,9 @@ class ConcatReduce(nn.Module):
         # (AMD EPYC held to AVX2, batch 16 at 64x64).
         x, y = self.adapt(x, y)
         bn, _, conv = self.conv1x1
-        if not isinstance(bn, nn.BatchNorm2d):   # e.g. a per-channel affine once exported (nasseg.export)
+        if type(bn) is not nn.BatchNorm2d:
+            # another module there (a per-channel affine once exported, a BatchNorm that
+            # all-reduces its statistics across processes): its own forward, on the concatenation
             return self.conv1x1(torch.cat([x, y], dim=1))
         halves = batch_norm_parts(bn, [x, y])
         c = x.shape[1]
