@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 _SETTINGS = ((_M_MMAP_THRESHOLD, 32 << 20), (_M_TRIM_THRESHOLD, 1 << 30), (_M_TOP_PAD, 512 << 20))
 _tuned: bool | None = None
+# Environment variables that hold a library to an older instruction set.
+_ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 
 
 def tune_malloc() -> bool:
@@ -87,10 +89,6 @@ def machine() -> dict[str, Any]:
         info["isa_limits"] = limits
     info["aten_capability"] = torch.backends.cpu.get_cpu_capability()
     return info
-
-
-# Environment variables that hold a library to an older instruction set.
-_ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 
 
 def describe_machine(info: dict[str, Any] | None = None) -> str:

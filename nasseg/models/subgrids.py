@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-__all__ = ["to_subgrids", "from_subgrids", "depthwise_on_subgrids"]
+__all__ = ["to_subgrids", "from_subgrids", "depthwise_on_subgrids", "memory_format_of"]
 
 
 def _spans(size: int, d: int) -> list[tuple[int, int, int, int]]:
@@ -48,7 +48,8 @@ def _grid_views(image: torch.Tensor, grids: torch.Tensor, d: int) -> Iterator[tu
                    cells[:, :sh, :sw, q0:q0 + qh, p0:p0 + qw])
 
 
-def _layout(x: torch.Tensor) -> torch.memory_format:
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    """NHWC (``channels_last``) if ``x`` is laid out so (and not also NCHW), else NCHW."""
     nhwc = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     return torch.channels_last if nhwc else torch.contiguous_format
 
@@ -56,7 +57,7 @@ def _layout(x: torch.Tensor) -> torch.memory_format:
 def to_subgrids(x: torch.Tensor, d: int) -> torch.Tensor:
     """``[n, c, h, w]`` -> its d x d sub-grids ``[n*d*d, c, ceil(h/d), ceil(w/d)]`` (a
     batch item each, in the input's memory format), zeros past the edge."""
-    fmt = _layout(x)
+    fmt = memory_format_of(x)
     n, c, h, w = x.shape
     hq, wq = -(-h // d), -(-w // d)
     grids = torch.empty((n * d * d, c, hq, wq), dtype=x.dtype, device=x.device, memory_format=fmt)
@@ -83,7 +84,7 @@ def from_subgrids(y: torch.Tensor, h: int, w: int, d: int, fmt: torch.memory_for
 class _ToSubgrids(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, d: int) -> torch.Tensor:
-        ctx.size, ctx.d, ctx.fmt = x.shape[2:], d, _layout(x)
+        ctx.size, ctx.d, ctx.fmt = x.shape[2:], d, memory_format_of(x)
         return to_subgrids(x, d)
 
     @staticmethod
@@ -111,4 +112,4 @@ def depthwise_on_subgrids(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
     h, w = x.shape[2:]
     grids = _ToSubgrids.apply(x, d)
     y = F.conv2d(grids, weight, bias, padding=(weight.shape[-1] - 1) // 2, groups=x.shape[1])
-    return _FromSubgrids.apply(y, h, w, d, _layout(x))
+    return _FromSubgrids.apply(y, h, w, d, memory_format_of(x))

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from ..io import atomic_write_json
 from ..models import build_segmenter
 from ..models.ops import DepthwiseConv2d, SubgridPolicy, use_space_to_batch
-from ..models.subgrids import depthwise_on_subgrids
+from ..models.subgrids import depthwise_on_subgrids, memory_format_of
 from ..runtime import machine, tune_malloc
 from ..spaces import get_space
 from .config import ProxyConfig
@@ -93,7 +93,7 @@ def _time_steps(steps: dict[str, Callable[[], None]]) -> dict[str, float]:
 
 
 def _format_name(x: torch.Tensor) -> str:
-    return "nhwc" if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() else "nchw"
+    return "nhwc" if memory_format_of(x) == torch.channels_last else "nchw"
 
 
 def time_subgrids(conv: DepthwiseConv2d, x: torch.Tensor, grad: bool) -> dict[str, float]:
@@ -101,8 +101,8 @@ def time_subgrids(conv: DepthwiseConv2d, x: torch.Tensor, grad: bool) -> dict[st
     ``grad``), plain and on sub-grids. Its own tensors and random generator: neither
     the model's gradients nor the training's random stream are touched."""
     gen = torch.Generator(device=x.device).manual_seed(0)
-    fmt = torch.channels_last if _format_name(x) == "nhwc" else torch.contiguous_format
-    inp = torch.randn(x.shape, generator=gen, device=x.device).to(x.dtype).contiguous(memory_format=fmt)
+    inp = (torch.randn(x.shape, generator=gen, device=x.device).to(x.dtype)
+           .contiguous(memory_format=memory_format_of(x)))
     weight = conv.weight.detach().clone().requires_grad_(grad)
     inp.requires_grad_(grad)
     d = conv.dilation[0]
