@@ -26,6 +26,15 @@ extensions = [
         extra_compile_args=["-O3", "-ffast-math" if ctypes.util.find_library("mvec") else "-fno-math-errno"],
         libraries=["mvec", "m"] if ctypes.util.find_library("mvec") else ["m"],
     ),
+    # Depthwise convolutions on NHWC float32 maps (nasseg.models.depthwise), chosen per shape
+    # where they beat oneDNN's kernels (nasseg.search.kernels). OpenMP: GCC's libgomp, the
+    # library torch's CPU build loads, so both share one thread pool (imported after torch).
+    Extension(
+        "nasseg.models._depthwise",
+        ["nasseg/models/_depthwise.pyx"],
+        extra_compile_args=["-O3", "-fopenmp"],
+        extra_link_args=["-fopenmp"],
+    ),
 ]
 
 setup(

@@ -19,7 +19,7 @@ from nasseg.io import atomic_write_json
 
 from .params import stage_parser
 
-EXTENSIONS = ["nasseg.metrics._confusion"]
+EXTENSIONS = ["nasseg.metrics._confusion", "nasseg.search._lstm", "nasseg.models._depthwise"]
 
 
 def build(root: Path) -> list[dict]:

@@ -178,7 +178,7 @@ def test_aux_heads_are_skipped_when_not_asked_for():
 def test_dilated_depthwise_on_subgrids_equals_the_dilated_kernel(kernel, dilation, size, nhwc):
     """nasseg.models.ops.DepthwiseConv2d: the space-to-batch path gives the dilated
     convolution's output and gradients (float64), in the input's memory format."""
-    from nasseg.models.ops import DepthwiseConv2d, use_space_to_batch
+    from nasseg.models.ops import DepthwiseConv2d, use_depthwise_kernel
 
     torch.manual_seed(0)
     conv = DepthwiseConv2d(6, 6, kernel, padding=dilation * (kernel - 1) // 2, dilation=dilation,
@@ -188,13 +188,65 @@ def test_dilated_depthwise_on_subgrids_equals_the_dilated_kernel(kernel, dilatio
     plain = conv(inp)
     grad = torch.randn_like(plain)
     expected = torch.autograd.grad(plain, (x, conv.weight), grad)
-    assert use_space_to_batch(nn.Sequential(conv), True) == 1 and conv.space_to_batch
+    assert use_depthwise_kernel(nn.Sequential(conv), "subgrids") == 1 and conv.kernel == "subgrids"
     out = conv(inp)
     torch.testing.assert_close(out, plain, rtol=1e-12, atol=1e-12)
     for got, want in zip(torch.autograd.grad(out, (x, conv.weight), grad), expected):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     fmt = torch.channels_last if nhwc else torch.contiguous_format
     assert out.is_contiguous(memory_format=fmt)
+
+
+@pytest.mark.parametrize("kernel, stride, dilation, size, channels",
+                         [(5, 1, 6, (64, 64), 48), (5, 1, 6, (8, 8), 48), (3, 1, 1, (13, 11), 24),
+                          (3, 2, 1, (9, 10), 37), (3, 2, 2, (12, 12), 8), (5, 1, 3, (7, 9), 5)])
+def test_depthwise_by_this_projects_loops_equals_the_framework(kernel, stride, dilation, size, channels):
+    """nasseg.models.depthwise (the C loops of nasseg.models._depthwise): output, input and
+    weight gradients of float32 NHWC depthwise convolutions equal float64 references to
+    float32 rounding, for channel counts that use every block width (16, 8, 1), strides
+    and dilations, and maps on which taps fall in the padding. The weight gradient sums
+    3 x 64 x 64 products per tap in float32: it is held to 1e-5 of its largest value."""
+    from nasseg.models.ops import DepthwiseConv2d
+
+    torch.manual_seed(0)
+    conv = DepthwiseConv2d(channels, channels, kernel, stride=stride, padding=dilation * (kernel - 1) // 2,
+                           dilation=dilation, groups=channels, bias=False)
+    x = torch.randn(3, channels, *size)
+    ref = torch.nn.functional.conv2d(x.double(), conv.weight.double(), None, stride, conv.padding, dilation,
+                                     channels)
+    grad = torch.randn(ref.shape)
+    x64 = x.double().requires_grad_()
+    w64 = conv.weight.detach().double().requires_grad_()
+    want = torch.autograd.grad(torch.nn.functional.conv2d(x64, w64, None, stride, conv.padding, dilation,
+                                                          channels), (x64, w64), grad.double())
+    conv.kernel = "direct"
+    inp = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    assert "direct" in conv.kernels_for(inp)
+    out = conv(inp)
+    assert out.is_contiguous(memory_format=torch.channels_last) and out.dtype == torch.float32
+    got = torch.autograd.grad(out, (inp, conv.weight), grad)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got[0].double(), want[0], rtol=1e-5, atol=1e-5)
+    assert (got[1].double() - want[1]).abs().max() <= 1e-5 * want[1].abs().max()
+    # the same threads, the same sums: a second call gives the same bits
+    assert torch.equal(conv(inp), out)
+
+
+def test_depthwise_kernels_fall_back_where_they_cannot_run():
+    """"direct" needs NHWC float32 without bias, "subgrids" a dilated stride-1 kernel: other
+    calls run nn.Conv2d's forward; an unknown kernel name is refused."""
+    from nasseg.models.ops import DepthwiseConv2d, use_depthwise_kernel
+
+    conv = DepthwiseConv2d(4, 4, 3, padding=1, groups=4, bias=True)
+    x = torch.randn(2, 4, 6, 6).contiguous(memory_format=torch.channels_last)
+    assert conv.kernels_for(x) == ("plain",)
+    conv.kernel = "direct"
+    torch.testing.assert_close(conv(x), nn.Conv2d.forward(conv, x))
+    assert DepthwiseConv2d(4, 4, 3, padding=1, groups=4, bias=False).kernels_for(x) == ("plain", "direct")
+    assert DepthwiseConv2d(4, 4, 3, padding=2, dilation=2, groups=4, bias=False).kernels_for(
+        x.contiguous()) == ("plain", "subgrids")
+    with pytest.raises(ValueError, match="unknown depthwise kernel 'fast'"):
+        use_depthwise_kernel(nn.Sequential(conv), "fast")
 
 
 @pytest.mark.parametrize("folded", [False, True])

@@ -138,9 +138,10 @@ def build_stages() -> list[Stage]:
         name="build_ext",
         cmd="python -m stages.build_ext --out build/ext.json",
         entry=("stages.build_ext",),
-        sources=("setup.py", "nasseg/metrics/_confusion.pyx", "nasseg/search/_lstm.pyx"),
+        sources=("setup.py", "nasseg/metrics/_confusion.pyx", "nasseg/search/_lstm.pyx",
+                 "nasseg/models/_depthwise.pyx"),
         outs=(Out("build/ext.json", cache=False),),
-        comment="Compile the Cython extension in place; later stages depend on its record.",
+        comment="Compile the Cython extensions in place; later stages depend on its record.",
     )]
 
 

@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .subgrids import depthwise_on_subgrids
+from .depthwise import depthwise_direct, direct_supported
+from .subgrids import depthwise_on_subgrids, memory_format_of
 
 __all__ = ["OPS", "AGG_OPS", "conv_bn_relu", "conv3x3", "resize_to", "match_sizes",
-           "DepthwiseConv2d", "use_space_to_batch"]
+           "DepthwiseConv2d", "DEPTHWISE_KERNELS", "use_depthwise_kernel"]
 
 
 def conv_bn_relu(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequential:
@@ -74,29 +75,39 @@ def _conv1x1(c_in: int, c_out: int, stride: int, repeats: int) -> nn.Module:
     return conv_bn_relu(c_in, c_out, 1, stride)
 
 
-#: decides, for a dilated depthwise convolution and its input, whether to use sub-grids
-SubgridPolicy = Callable[["DepthwiseConv2d", torch.Tensor], bool]
+#: how a depthwise convolution is computed: torch's own kernel (oneDNN on the CPU), the
+#: same sums on space-to-batch sub-grids (dilated, stride 1), or this project's loops
+#: (NHWC float32 on the CPU: :mod:`nasseg.models.depthwise`)
+DEPTHWISE_KERNELS = ("plain", "subgrids", "direct")
+
+#: chooses, for a depthwise convolution and its input, one of :data:`DEPTHWISE_KERNELS`
+DepthwisePolicy = Callable[["DepthwiseConv2d", torch.Tensor], str]
 
 
 class DepthwiseConv2d(nn.Conv2d):
-    """A depthwise k x k convolution (``groups == channels``) that can compute a dilated
-    kernel as an undilated one on space-to-batch sub-grids (:attr:`space_to_batch`).
+    """A depthwise k x k convolution (``groups == channels``) that can be computed in
+    more than one way (:data:`DEPTHWISE_KERNELS`), as :attr:`kernel` says: a name, or a
+    :data:`DepthwisePolicy` asked at each call (:class:`nasseg.search.kernels.DepthwiseChooser`
+    measures which is fastest per input shape).
 
-    A dilation-d kernel only ever combines pixels d apart, so the input splits into d x d
-    interleaved sub-grids, each convolved on its own with the undilated kernel; the
-    outputs interleave back. The sums are the same, term for term. Why: oneDNN's
-    dilated depthwise kernels are slow, above all backward (measured on an AMD EPYC held
-    to AVX2: 5x5 dilation 6 on 16x48x64x64, backward 69 ms NCHW / 112 ms NHWC, against
-    16 ms forward and backward on the sub-grids, NHWC), while undilated depthwise kernels
-    are fast; on small maps (8x8 at dilation 6: 36 sub-grids of 2x2) the sub-grids are
-    the slow ones. The pixels move block by block between the map and its sub-grids, one
-    copy each way and no padded copy (:mod:`nasseg.models.subgrids`).
-    :attr:`space_to_batch` is ``False`` (the default), ``True``, or a
-    :data:`SubgridPolicy` asked at each call (:class:`nasseg.search.kernels.SubgridChooser`
-    measures). Parameters and state dict are nn.Conv2d's.
+    * ``"plain"``: nn.Conv2d's forward.
+    * ``"subgrids"``: a dilation-d kernel only ever combines pixels d apart, so the input
+      splits into d x d interleaved sub-grids, each convolved on its own with the
+      undilated kernel; the outputs interleave back (:mod:`nasseg.models.subgrids`).
+    * ``"direct"``: this project's loops over NHWC float32 maps
+      (:mod:`nasseg.models.depthwise`), which skip the taps that fall in the padding.
+
+    The sums are the same in each (float32 rounding aside). Why: oneDNN's dilated
+    depthwise kernels are slow, above all backward, and so are its kernels on small maps
+    (on a 2-core AMD EPYC with AVX2 only, 5x5 at dilation 6 on 16x48x64x64, forward and
+    backward: 350-400 ms in oneDNN, 40-47 ms on sub-grids, 32-38 ms direct; on
+    16x48x8x8: 7 ms, 22 ms, 0.5-0.9 ms), while on other shapes oneDNN is the fastest.
+    A kernel that cannot compute the call (sub-grids for an undilated or strided
+    convolution, direct for a float64 or NCHW input) falls back to ``"plain"``.
+    Parameters and state dict are nn.Conv2d's.
     """
 
-    space_to_batch: bool | SubgridPolicy = False
+    kernel: str | DepthwisePolicy = "plain"
 
     @property
     def has_subgrids(self) -> bool:
@@ -104,23 +115,38 @@ class DepthwiseConv2d(nn.Conv2d):
         d = self.dilation[0]
         return d > 1 and self.dilation[1] == d and self.stride == (1, 1)
 
+    def kernels_for(self, x: torch.Tensor) -> tuple[str, ...]:
+        """The kernels of :data:`DEPTHWISE_KERNELS` that can compute this convolution of ``x``."""
+        square = (self.stride[0] == self.stride[1] and self.dilation[0] == self.dilation[1]
+                  and not isinstance(self.padding, str) and self.padding[0] == self.padding[1])
+        direct = (square and memory_format_of(x) == torch.channels_last
+                  and direct_supported(x, self.weight, self.bias, self.groups))
+        return ("plain",) + (("subgrids",) if self.has_subgrids else ()) + (("direct",) if direct else ())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        use = self.space_to_batch
-        if use is not False and self.has_subgrids and (use is True or use(self, x)):
-            return self.on_subgrids(x)
+        kernel = self.kernel if isinstance(self.kernel, str) else self.kernel(self, x)
+        if kernel != "plain" and kernel in self.kernels_for(x):
+            return self.on_subgrids(x) if kernel == "subgrids" else self.direct(x)
         return super().forward(x)
 
     def on_subgrids(self, x: torch.Tensor) -> torch.Tensor:
         """The convolution computed on space-to-batch sub-grids (see the class docstring)."""
         return depthwise_on_subgrids(x, self.weight, self.bias, self.dilation[0])
 
+    def direct(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution computed by this project's loops (see the class docstring)."""
+        return depthwise_direct(x, self.weight, self.stride[0], self.padding[0], self.dilation[0])
 
-def use_space_to_batch(model: nn.Module, policy: bool | SubgridPolicy) -> int:
-    """Set every dilated :class:`DepthwiseConv2d` of ``model`` to ``policy``; returns how many."""
+
+def use_depthwise_kernel(model: nn.Module, kernel: str | DepthwisePolicy) -> int:
+    """Set every :class:`DepthwiseConv2d` of ``model`` to ``kernel`` (a name of
+    :data:`DEPTHWISE_KERNELS` or a policy); returns how many."""
+    if isinstance(kernel, str) and kernel not in DEPTHWISE_KERNELS:
+        raise ValueError(f"unknown depthwise kernel {kernel!r}: use one of {', '.join(DEPTHWISE_KERNELS)}")
     count = 0
     for module in model.modules():
-        if isinstance(module, DepthwiseConv2d) and module.has_subgrids:
-            module.space_to_batch = policy
+        if isinstance(module, DepthwiseConv2d):
+            module.kernel = kernel
             count += 1
     return count
 

@@ -27,7 +27,8 @@ architecture and its stage-1 data order are seeded by the architecture's seed (t
 same result on any worker, and on a re-run after a kill); training runs in fp32
 unless ``amp`` asks for mixed precision (CUDA only; the original has none); tensors
 are NHWC or NCHW, whichever :mod:`nasseg.search.kernels` measured to be faster, and
-each dilated depthwise convolution runs on sub-grids or not, measured per input shape;
+each depthwise convolution runs on the kernel measured to be fastest for its input shape
+(oneDNN, sub-grids, or this project's loops: :mod:`nasseg.models.depthwise`);
 stage-2 images read in this process stay decoded in memory (``data.keep_decoded_mb``);
 glibc's allocator is kept from page-faulting (:func:`nasseg.runtime.tune_malloc`);
 the original's ``try_except`` wrappers, which
@@ -50,7 +51,7 @@ from torch.utils.data import DataLoader
 from ..genotypes import Genotype
 from ..metrics import ConfusionMatrix
 from ..models import Segmenter, build_segmenter, count_parameters
-from ..models.ops import resize_to, use_space_to_batch
+from ..models.ops import resize_to, use_depthwise_kernel
 from ..runtime import tune_malloc
 from ..spaces import space_of
 from .config import ProxyConfig
@@ -101,7 +102,7 @@ class ProxyEvaluator:
         self.config = config
         self.data = data
         kernels = choose_kernels(space, config, device, data.num_classes)
-        self.space_to_batch = kernels.space_to_batch
+        self.depthwise = kernels.depthwise
         self.compute = Compute.create(device, config, kernels.memory_format)
         self.scaler = torch.amp.GradScaler(
             "cuda", enabled=self.compute.amp and self.compute.amp_dtype == torch.float16)
@@ -146,7 +147,7 @@ class ProxyEvaluator:
                 self.on_build(model)
             flops = estimate_flops(model, cfg.flops_input)
         model.encoder.load_state_dict(self.cache.encoder_state)
-        use_space_to_batch(model, self.space_to_batch)
+        use_depthwise_kernel(model, self.depthwise)
         model = model.to(self.compute.device, memory_format=self.compute.memory_format)
         return model, count_parameters(model, include_aux=False), flops
 

@@ -14,15 +14,17 @@ extensions and any limit on them, torch version, threads, device) and setting in
 (seconds) is paid once; delete that file to measure again. ``true`` / ``false``
 force a format, with the plain kernels, without measuring.
 
-So is, for each dilated depthwise convolution, whether it runs faster as an
-undilated one on space-to-batch sub-grids (:class:`nasseg.models.ops.DepthwiseConv2d`):
-oneDNN's dilated depthwise kernels are slow, most of all backward and in NHWC, but
-on small maps the sub-grids are tiny and slower still (held to AVX2, a 5x5 kernel
-at dilation 6 on 16x48x8x8: 7.6 ms a backward on 36 sub-grids of 2x2). Which wins
-depends on the input's shape, so :class:`SubgridChooser` times both forms the first
-time it sees a shape (in its memory format, with or without gradients) and caches
-the answer per machine in ``subgrids.json`` beside ``kernels.json``. The two forms
-compute the same sums.
+So is, for each depthwise convolution, which implementation runs it
+(:class:`nasseg.models.ops.DepthwiseConv2d`): torch's own kernel (oneDNN), the same
+sums as an undilated kernel on space-to-batch sub-grids (dilated ones), or this
+project's loops over NHWC float32 maps (:mod:`nasseg.models.depthwise`). oneDNN's
+dilated depthwise kernels are slow, most of all backward and in NHWC, and so are its
+kernels on small maps; the sub-grids are slow on small maps too (a 5x5 kernel at
+dilation 6 on 16x48x8x8 is 36 sub-grids of 2x2); and oneDNN is the fastest on others
+(undilated 3x3 on 16x48x64x64). Which wins depends on the input's shape and the
+processor, so :class:`DepthwiseChooser` times each candidate the first time it sees a
+shape (in its memory format, with or without gradients) and caches the answer per
+machine in ``depthwise.json`` beside ``kernels.json``. They compute the same sums.
 """
 from __future__ import annotations
 
@@ -40,8 +42,8 @@ import torch.nn.functional as F
 
 from ..io import atomic_write_json
 from ..models import build_segmenter
-from ..models.ops import DepthwiseConv2d, SubgridPolicy, use_space_to_batch
-from ..models.subgrids import depthwise_on_subgrids, memory_format_of
+from ..models.ops import DepthwiseConv2d, DepthwisePolicy, use_depthwise_kernel
+from ..models.subgrids import memory_format_of
 from ..runtime import machine, tune_malloc
 from ..spaces import get_space
 from .config import ProxyConfig
@@ -50,10 +52,10 @@ log = logging.getLogger(__name__)
 
 FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 #: the name under which the format choice is cached (older entries named other options)
-OPTIONS = "format; sub-grids per shape"
-#: the version of nasseg.models.subgrids the cached answers were timed on
-#: (raise it when that changes, and they are timed again)
-SUBGRIDS_VERSION = 2
+OPTIONS = "format; depthwise kernel per shape"
+#: the version of the depthwise kernels (nasseg.models.subgrids, nasseg.models.depthwise)
+#: the cached answers were timed on (raise it when one changes, and they are timed again)
+DEPTHWISE_VERSION = 3
 #: timed repetitions of each option (after one warm-up each), interleaved
 REPEATS = 3
 #: images per measured step (BatchNorm needs 2 in training mode)
@@ -65,7 +67,7 @@ class KernelChoice:
     """How proxy training runs its tensors and kernels."""
 
     memory_format: torch.memory_format
-    space_to_batch: bool | SubgridPolicy = False
+    depthwise: str | DepthwisePolicy = "plain"
 
 
 def cache_file() -> Path:
@@ -96,67 +98,76 @@ def _format_name(x: torch.Tensor) -> str:
     return "nhwc" if memory_format_of(x) == torch.channels_last else "nchw"
 
 
-def time_subgrids(conv: DepthwiseConv2d, x: torch.Tensor, grad: bool) -> dict[str, float]:
+def time_depthwise(conv: DepthwiseConv2d, x: torch.Tensor, grad: bool,
+                   kernels: tuple[str, ...]) -> dict[str, float]:
     """Median seconds of ``conv`` on an input like ``x`` (forward, and backward if
-    ``grad``), plain and on sub-grids. Its own tensors and random generator: neither
-    the model's gradients nor the training's random stream are touched."""
+    ``grad``) computed by each of ``kernels``. Its own tensors and random generator:
+    neither the model's gradients nor the training's random stream are touched."""
     gen = torch.Generator(device=x.device).manual_seed(0)
     inp = (torch.randn(x.shape, generator=gen, device=x.device).to(x.dtype)
            .contiguous(memory_format=memory_format_of(x)))
-    weight = conv.weight.detach().clone().requires_grad_(grad)
+    probe = torch.nn.utils.skip_init(   # no initialisation: the random stream stays as it is
+        DepthwiseConv2d, conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+        padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None,
+        device=x.device, dtype=x.dtype)
+    with torch.no_grad():
+        probe.weight.copy_(conv.weight)
+        if conv.bias is not None:
+            probe.bias.copy_(conv.bias)
+    probe.weight.requires_grad_(grad)
     inp.requires_grad_(grad)
-    d = conv.dilation[0]
     out_grad = None
 
-    def step(subgrids: bool) -> Callable[[], None]:
+    def step(kernel: str) -> Callable[[], None]:
         def run() -> None:
             nonlocal out_grad
+            probe.kernel = kernel
             with torch.set_grad_enabled(grad):
-                if subgrids:
-                    out = depthwise_on_subgrids(inp, weight, None, d)
-                else:
-                    out = F.conv2d(inp, weight, None, padding=conv.padding, dilation=conv.dilation,
-                                   groups=conv.groups)
+                out = probe(inp)
                 if grad:
                     if out_grad is None:
                         out_grad = torch.randn(out.shape, generator=gen, device=out.device).to(out.dtype)
                     out.backward(out_grad)
-                    inp.grad = weight.grad = None
+                    inp.grad = probe.weight.grad = None
             if x.device.type == "cuda":
                 torch.cuda.synchronize(x.device)
         return run
-    return _time_steps({"plain": step(False), "subgrids": step(True)})
+    return _time_steps({kernel: step(kernel) for kernel in kernels})
 
 
-class SubgridChooser:
-    """A :data:`~nasseg.models.ops.SubgridPolicy` that measures: for each input it has
-    not seen (shape, memory format, dtype, with or without gradients) it times both
-    forms of the convolution (:func:`time_subgrids`) and keeps the faster, cached per
-    machine in ``subgrids.json`` beside :func:`cache_file` (see the module docstring)."""
+class DepthwiseChooser:
+    """A :data:`~nasseg.models.ops.DepthwisePolicy` that measures: for each input it has
+    not seen (shape, memory format, dtype, kernel, stride, dilation, with or without
+    gradients) it times the kernels that can compute it (:func:`time_depthwise`) and
+    keeps the fastest, cached per machine in ``depthwise.json`` beside :func:`cache_file`
+    (see the module docstring)."""
 
     def __init__(self, device: str | torch.device):
-        self.path = cache_file().with_name("subgrids.json")
+        self.path = cache_file().with_name("depthwise.json")
         self.machine = json.dumps({**machine(), "device": torch.device(device).type,
-                                   "malloc_tuned": tune_malloc(), "subgrids": SUBGRIDS_VERSION}, sort_keys=True)
+                                   "malloc_tuned": tune_malloc(), "depthwise": DEPTHWISE_VERSION}, sort_keys=True)
         self.table: dict[str, dict] = dict(_read_json(self.path).get(self.machine, {}))
 
     @staticmethod
     def key(conv: DepthwiseConv2d, x: torch.Tensor, grad: bool) -> str:
         shape = "x".join(map(str, x.shape))
         return (f"{_format_name(x)} {shape} {str(x.dtype).removeprefix('torch.')} k{conv.kernel_size[0]} "
-                f"d{conv.dilation[0]} {'train' if grad else 'inference'}")
+                f"s{conv.stride[0]} d{conv.dilation[0]} {'train' if grad else 'inference'}")
 
-    def __call__(self, conv: DepthwiseConv2d, x: torch.Tensor) -> bool:
+    def __call__(self, conv: DepthwiseConv2d, x: torch.Tensor) -> str:
         if x.device.type == "meta":   # shapes only (FLOP counting): nothing to time
-            return False
+            return "plain"
+        kernels = conv.kernels_for(x)
+        if len(kernels) == 1:
+            return kernels[0]
         grad = torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad)
         key = self.key(conv, x, grad)
         if key not in self.table:
-            seconds = time_subgrids(conv, x, grad)
-            self.table[key] = {"subgrids": seconds["subgrids"] < seconds["plain"], "seconds": seconds}
-            log.debug("sub-grids for %s: %s (%s)", key, self.table[key]["subgrids"], seconds)
+            seconds = time_depthwise(conv, x, grad, kernels)
+            self.table[key] = {"kernel": min(seconds, key=seconds.get), "seconds": seconds}
+            log.debug("depthwise kernel for %s: %s (%s)", key, self.table[key]["kernel"], seconds)
             self._save()
-        return self.table[key]["subgrids"]
+        return self.table[key]["kernel"]
 
     def _save(self) -> None:
         cache = _read_json(self.path)   # merge: other workers may have added shapes
@@ -164,17 +175,17 @@ class SubgridChooser:
         try:
             atomic_write_json(self.path, cache)
         except OSError as exc:   # a read-only home: the answers hold for this run only
-            log.warning("could not cache the sub-grid choices in %s (%s)", self.path, exc)
+            log.warning("could not cache the depthwise kernel choices in %s (%s)", self.path, exc)
 
 
 def measure(space: str, config: ProxyConfig, device: torch.device, num_classes: int,
-            subgrids: SubgridPolicy | bool = False) -> dict[str, float]:
+            depthwise: str | DepthwisePolicy = "plain") -> dict[str, float]:
     """Median seconds of one stage-1 plus one stage-2 training step in each memory
-    format, dilated depthwise convolutions run as ``subgrids`` says."""
+    format, depthwise convolutions computed as ``depthwise`` says."""
     genotype = next(iter(get_space(space).published.values()))
     model = build_segmenter(genotype, num_classes, agg_size=config.agg_size, repeats=config.repeats,
                             aux_cell=config.aux_cell and get_space(space).has_aux_cell).to(device)
-    use_space_to_batch(model, subgrids)
+    use_depthwise_kernel(model, depthwise)
     s1, s2 = config.stage1, config.stage2
     gen = torch.Generator().manual_seed(0)
     # At most MEASURE_BATCH images a step: which format is faster is a property of the
@@ -208,7 +219,7 @@ def choose(space: str, config: ProxyConfig, device: str | torch.device, num_clas
     if config.channels_last != "auto":
         return KernelChoice(torch.channels_last if config.channels_last else torch.contiguous_format)
     device = torch.device(device)
-    subgrids = SubgridChooser(device)
+    depthwise = DepthwiseChooser(device)
     key = json.dumps({**machine(), "device": device.type, "malloc_tuned": tune_malloc(),
                       "space": space, "agg_size": config.agg_size, "options": OPTIONS,
                       "repeats": config.repeats, "aux_cell": config.aux_cell,
@@ -217,7 +228,7 @@ def choose(space: str, config: ProxyConfig, device: str | torch.device, num_clas
     path = cache_file()
     cache = _read_json(path)
     if key not in cache:
-        seconds = measure(space, config, device, num_classes, subgrids)
+        seconds = measure(space, config, device, num_classes, depthwise)
         cache[key] = {"choice": min(seconds, key=seconds.get), "seconds": seconds}
         try:
             atomic_write_json(path, cache)
@@ -225,4 +236,4 @@ def choose(space: str, config: ProxyConfig, device: str | torch.device, num_clas
             log.warning("could not cache the kernel choice in %s (%s)", path, exc)
         log.info("kernels for %s: %s (one training step: %s); cached in %s", space,
                  cache[key]["choice"], ", ".join(f"{k} {v:.3f} s" for k, v in seconds.items()), path)
-    return KernelChoice(FORMATS[cache[key]["choice"]], subgrids)
+    return KernelChoice(FORMATS[cache[key]["choice"]], depthwise)
