@@ -67,10 +67,13 @@ def test_measure_times_both_formats(space, tmp_path, monkeypatch):
     chooser = kernels.DepthwiseChooser("cpu")
     seconds = kernels.measure(space, config, torch.device("cpu"), 5, chooser)
     assert set(seconds) == {"channels_last", "contiguous"} and min(seconds.values()) > 0
-    # both spaces' first published networks have dilated depthwise convolutions, asked about
-    # in both formats (train mode, with gradients)
-    formats = {key.split()[0] for key in chooser.table}
-    assert formats == {"nhwc", "nchw"} and all(key.endswith(" train") for key in chooser.table)
+    # both spaces' first published networks have dilated depthwise convolutions in the
+    # decoder, asked about in both formats in train mode (with gradients); the encoder's
+    # depthwise convolutions are asked about both with gradients (stage 2) and without
+    # (stage 1's features)
+    train = {(key.split()[0], key.split()[-2]) for key in chooser.table if key.endswith(" train")}
+    assert {fmt for fmt, _ in train} == {"nhwc", "nchw"} and {d for _, d in train} > {"d1"}
+    assert any(key.endswith(" s2 d1 inference") for key in chooser.table)
 
 
 def _dilated(channels: int = 4):

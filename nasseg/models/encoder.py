@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .ops import DepthwiseConv2d
+
 # Stages as (expansion t, out channels c, blocks n, first stride s).
 MOBILENET_V2_STAGES: tuple[tuple[int, int, int, int], ...] = (
     (1, 16, 1, 1),
@@ -37,7 +39,9 @@ class InvertedResidual(nn.Module):
             nn.Conv2d(c_in, hidden, 1, bias=False),
             nn.BatchNorm2d(hidden),
             nn.ReLU6(inplace=True),
-            nn.Conv2d(hidden, hidden, 3, stride=stride, padding=1, groups=hidden, bias=False),
+            # an nn.Conv2d whose implementation can be chosen per input shape (the proxy
+            # training measures which is fastest: nasseg.search.kernels)
+            DepthwiseConv2d(hidden, hidden, 3, stride=stride, padding=1, groups=hidden, bias=False),
             nn.BatchNorm2d(hidden),
             nn.ReLU6(inplace=True),
             nn.Conv2d(hidden, c_out, 1, bias=False),
