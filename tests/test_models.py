@@ -197,19 +197,23 @@ def test_dilated_depthwise_on_subgrids_equals_the_dilated_kernel(kernel, dilatio
     assert out.is_contiguous(memory_format=fmt)
 
 
-@pytest.mark.parametrize("kernel, stride, dilation, size, channels",
-                         [(5, 1, 6, (64, 64), 48), (5, 1, 6, (8, 8), 48), (3, 1, 1, (13, 11), 24),
-                          (3, 2, 1, (9, 10), 37), (3, 2, 2, (12, 12), 8), (5, 1, 3, (7, 9), 5)])
-def test_depthwise_by_this_projects_loops_equals_the_framework(kernel, stride, dilation, size, channels):
+@pytest.mark.parametrize("kernel, stride, dilation, padding, size, channels",
+                         [(5, 1, 6, 12, (64, 64), 48), (5, 1, 6, 12, (8, 8), 48), (3, 1, 1, 1, (13, 11), 24),
+                          (3, 2, 1, 1, (9, 10), 37), (3, 2, 2, 2, (12, 12), 8), (5, 1, 3, 6, (7, 9), 5),
+                          (3, 1, 1, 0, (6, 7), 16), (3, 1, 2, 3, (5, 6), 9), (3, 2, 1, 0, (9, 8), 8)])
+def test_depthwise_by_this_projects_loops_equals_the_framework(kernel, stride, dilation, padding, size,
+                                                              channels):
     """nasseg.models.depthwise (the C loops of nasseg.models._depthwise): output, input and
     weight gradients of float32 NHWC depthwise convolutions equal float64 references to
     float32 rounding, for channel counts that use every block width (16, 8, 1), strides
-    and dilations, and maps on which taps fall in the padding. The weight gradient sums
+    and dilations, paddings other than 'same' (the stride-1 input gradient is a forward
+    pass with the flipped kernel and the complementary padding), and maps on which taps
+    fall in the padding. The weight gradient sums
     3 x 64 x 64 products per tap in float32: it is held to 1e-5 of its largest value."""
     from nasseg.models.ops import DepthwiseConv2d
 
     torch.manual_seed(0)
-    conv = DepthwiseConv2d(channels, channels, kernel, stride=stride, padding=dilation * (kernel - 1) // 2,
+    conv = DepthwiseConv2d(channels, channels, kernel, stride=stride, padding=padding,
                            dilation=dilation, groups=channels, bias=False)
     x = torch.randn(3, channels, *size)
     ref = torch.nn.functional.conv2d(x.double(), conv.weight.double(), None, stride, conv.padding, dilation,

@@ -92,7 +92,8 @@ cdef extern from *:
 
     /* gx[n, ih, iw, :] = sum over (i, j, oh, ow) with oh*s - p + i*d == ih (and the
        same for w) of gy[n, oh, ow, :] * w[i, j, :] (a gather: no two threads write
-       the same pixel) */
+       the same pixel). For stride 1 the caller runs the forward loops instead, with the
+       kernel flipped: the same sums without the divisibility tests. */
     NASSEG_DW_CLONES
     static void nasseg_dw_input_grad_rows(const nasseg_dw_job *J) {
         const int H = J->H, W = J->W, C = J->C, KH = J->KH, KW = J->KW, OH = J->OH, OW = J->OW;
@@ -104,19 +105,11 @@ cdef extern from *:
             float *gxrow = J->out + r * (long)W * C;
             for (int iw = 0; iw < W; ++iw) {
                 const int u0 = iw + p;
-                if (s == 1) {
-                    NASSEG_DW_BLOCKS(C, gxrow + (long)iw * C,
-                                     t0 - i * d >= 0 && t0 - i * d < OH,
-                                     u0 - j * d >= 0 && u0 - j * d < OW,
-                                     gyn + ((long)(t0 - i * d) * OW + (u0 - j * d)) * C,
-                                     w + (long)(i * KW + j) * C)
-                } else {
-                    NASSEG_DW_BLOCKS(C, gxrow + (long)iw * C,
-                                     t0 - i * d >= 0 && (t0 - i * d) % s == 0 && (t0 - i * d) / s < OH,
-                                     u0 - j * d >= 0 && (u0 - j * d) % s == 0 && (u0 - j * d) / s < OW,
-                                     gyn + ((long)((t0 - i * d) / s) * OW + (u0 - j * d) / s) * C,
-                                     w + (long)(i * KW + j) * C)
-                }
+                NASSEG_DW_BLOCKS(C, gxrow + (long)iw * C,
+                                 t0 - i * d >= 0 && (t0 - i * d) % s == 0 && (t0 - i * d) / s < OH,
+                                 u0 - j * d >= 0 && (u0 - j * d) % s == 0 && (u0 - j * d) / s < OW,
+                                 gyn + ((long)((t0 - i * d) / s) * OW + (u0 - j * d) / s) * C,
+                                 w + (long)(i * KW + j) * C)
             }
         }
     }

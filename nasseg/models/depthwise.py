@@ -20,10 +20,11 @@ __all__ = ["depthwise_direct", "direct_supported"]
 
 def direct_supported(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, groups: int) -> bool:
     """Whether :func:`depthwise_direct` can compute this convolution: float32 on the CPU,
-    one filter per channel, no bias (stride, padding and dilation: one number each)."""
+    one filter per channel, no bias (kernel size, stride, padding and dilation: one number
+    each)."""
     return (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
             and x.dim() == 4 and bias is None and groups == x.shape[1] == weight.shape[0]
-            and weight.shape[1] == 1)
+            and weight.shape[1] == 1 and weight.shape[2] == weight.shape[3])
 
 
 def _nhwc(x: torch.Tensor) -> torch.Tensor:
@@ -63,8 +64,13 @@ class _DepthwiseDirect(torch.autograd.Function):
         gx = gw = None
         if ctx.needs_input_grad[0]:
             gx = torch.empty_like(x, memory_format=torch.channels_last)
-            _depthwise.input_grad(grad.data_ptr(), taps.data_ptr(), gx.data_ptr(), n, h, w, c, kh, kw,
-                                  stride, padding, dilation, threads)
+            if stride == 1:   # a convolution of the gradient with the flipped kernel
+                flipped = taps.flip(0, 1).contiguous()
+                _depthwise.forward(grad.data_ptr(), flipped.data_ptr(), gx.data_ptr(), n, grad.shape[2],
+                                   grad.shape[3], c, kh, kw, 1, dilation * (kh - 1) - padding, dilation, threads)
+            else:
+                _depthwise.input_grad(grad.data_ptr(), taps.data_ptr(), gx.data_ptr(), n, h, w, c, kh, kw,
+                                      stride, padding, dilation, threads)
         if ctx.needs_input_grad[1]:
             g = torch.empty((kh, kw, c), dtype=x.dtype)
             scratch = torch.empty((max(threads - 1, 1), kh, kw, c), dtype=x.dtype)

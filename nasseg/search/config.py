@@ -110,8 +110,8 @@ class ProxyConfig(Config):
     failure_reward: float = 0.0
     amp: bool = False                    # mixed precision, CUDA only (the original trains in fp32)
     #: NHWC (true) or NCHW (false) activations with plain kernels; auto: the faster
-    #: format, with dilated depthwise convs on sub-grids or not, on this machine,
-    #: measured once and cached (nasseg.search.kernels)
+    #: format, and for each depthwise conv's input shape the faster of oneDNN, sub-grids
+    #: and this project's loops, on this machine, measured once and cached (nasseg.search.kernels)
     channels_last: bool | Literal["auto"] = "auto"
     flops_input: tuple[PositiveInt, PositiveInt] = (512, 1024)
 
