@@ -140,13 +140,14 @@ def test_the_chooser_picks_this_projects_loops_where_they_are_faster(tmp_path, m
 
 def test_timing_depthwise_kernels_leaves_the_model_and_the_random_stream_alone():
     conv = _dilated()
-    x = torch.randn(2, 4, 12, 12, requires_grad=True).contiguous(memory_format=torch.channels_last)
+    leaf = torch.randn(2, 4, 12, 12, requires_grad=True)
+    x = leaf.contiguous(memory_format=torch.channels_last)
     state = torch.get_rng_state()
     weight = conv.weight.detach().clone()
     seconds = kernels.time_depthwise(conv, x, True, conv.kernels_for(x))
     assert set(seconds) == {"plain", "subgrids", "direct"} and min(seconds.values()) > 0
     assert torch.equal(torch.get_rng_state(), state)
-    assert conv.weight.grad is None and x.grad is None and torch.equal(conv.weight, weight)
+    assert conv.weight.grad is None and leaf.grad is None and torch.equal(conv.weight, weight)
 
 
 def test_a_limited_instruction_set_is_its_own_machine(tmp_path):

@@ -15,13 +15,19 @@ from conftest import run_cli as run
 
 def check_built(root: Path) -> None:
     record = json.loads((root / "build" / "ext.json").read_text())
-    (ext,) = record["extensions"]
-    assert ext["module"] == "nasseg.metrics._confusion"
-    # The extension was compiled inside this copy, and it works there.
-    assert (root / ext["file"]).is_file() and not Path(ext["file"]).is_absolute()
+    modules = {ext["module"]: ext["file"] for ext in record["extensions"]}
+    assert set(modules) == {"nasseg.metrics._confusion", "nasseg.search._lstm", "nasseg.models._depthwise"}
+    # The extensions were compiled inside this copy, and they work there.
+    assert all((root / file).is_file() and not Path(file).is_absolute() for file in modules.values())
     probe = ("import numpy as np; from nasseg.metrics import confusion_matrix as cm; "
              "print(cm(np.array([0, 1, 1]), np.array([0, 1, 0]), 2).tolist())")
     assert run([sys.executable, "-c", probe], root).stdout.strip() == "[[1, 1], [0, 1]]"
+    probe = ("import torch; from nasseg.models.ops import DepthwiseConv2d; "
+             "c = DepthwiseConv2d(8, 8, 3, padding=2, dilation=2, groups=8, bias=False); "
+             "x = torch.randn(2, 8, 9, 9).contiguous(memory_format=torch.channels_last); "
+             "c.kernel = 'direct'; y = c(x); c.kernel = 'plain'; "
+             "print(torch.allclose(y, c(x), atol=1e-5))")
+    assert run([sys.executable, "-c", probe], root).stdout.strip() == "True"
 
 
 @pytest.mark.slow

@@ -8,18 +8,20 @@ weight vector; channels are the innermost (vectorised) loop. Taps that fall in t
 zero padding are skipped, not multiplied: a 5x5 kernel at dilation 6 on an 8x8 map
 reads at most 3x3 of its taps.
 
-Why: oneDNN's dilated depthwise kernels are slow (measured on a 2-core AMD EPYC with
-AVX2 only, 16x48x64x64, 5x5, dilation 6: 44 ms forward against 4.4 ms here), and so
-are its kernels on small maps. Which implementation is fastest for a given shape is
-measured on the machine at hand (:mod:`nasseg.search.kernels`), not assumed: oneDNN
-wins elsewhere (undilated 3x3 on 64x64 maps, for one).
+Why: oneDNN's dilated depthwise kernels are slow, and so are its kernels on small maps
+(a 2-core AMD EPYC with AVX2 only, forward and backward of a 5x5 kernel at dilation 6,
+as timed by the search's kernel chooser: 16x48x64x64, 261 ms in oneDNN, 29 ms on
+sub-grids, 25 ms here; 16x48x8x8, 5.4 ms, 17 ms and 0.6 ms). Which implementation is
+fastest for a given shape is measured on the machine at hand
+(:mod:`nasseg.search.kernels`), not assumed: oneDNN wins elsewhere (undilated 3x3 on
+16x48x64x64: 12.5 against 14.9 ms).
 
 Threads: the rows of the output (or of the input gradient) are split among up to
 ``threads`` OpenMP threads (torch's own pool: see ``nasseg_dw_parallel``), fewer when
-the work is small;
-the weight gradient sums per-thread partial sums in a fixed order, so the result does
-not depend on timing. Compiled once per instruction set (GCC ``target_clones``, as
-``nasseg/search/_lstm.pyx``; ``-DNASSEG_NO_CLONES`` builds one version for ``-march``).
+the work is small. The weight gradient adds the threads' partial sums in a fixed
+order: with the same number of threads, the same bits. Compiled once per instruction
+set (GCC ``target_clones``, as ``nasseg/search/_lstm.pyx``; ``-DNASSEG_NO_CLONES``
+builds one version for ``-march``).
 """
 
 cdef extern from *:

@@ -4,8 +4,8 @@ on NHWC float32 CPU tensors, as an autograd function: :func:`depthwise_direct`.
 The same sums as ``F.conv2d(x, w, None, stride, padding, dilation, groups=channels)``,
 in another order (float32 rounding differs; a test compares both against float64). It
 exists because oneDNN's depthwise kernels are slow for some shapes: dilated kernels
-above all (a 5x5 kernel at dilation 6 on 16x48x64x64, 2-core AMD EPYC with AVX2 only:
-44 ms forward in oneDNN, 4.4 ms here) and small maps. Which of the implementations
+above all (a 5x5 kernel at dilation 6 on 16x48x64x64, 2-core AMD EPYC with AVX2 only,
+forward and backward: 261 ms in oneDNN, 25 ms here) and small maps. Which of the implementations
 runs for a given input is measured per shape (:mod:`nasseg.search.kernels`); the
 authors' code has only the framework's convolution.
 """

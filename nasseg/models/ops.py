@@ -100,8 +100,8 @@ class DepthwiseConv2d(nn.Conv2d):
     The sums are the same in each (float32 rounding aside). Why: oneDNN's dilated
     depthwise kernels are slow, above all backward, and so are its kernels on small maps
     (on a 2-core AMD EPYC with AVX2 only, 5x5 at dilation 6 on 16x48x64x64, forward and
-    backward: 350-400 ms in oneDNN, 40-47 ms on sub-grids, 32-38 ms direct; on
-    16x48x8x8: 7 ms, 22 ms, 0.5-0.9 ms), while on other shapes oneDNN is the fastest.
+    backward: 261 ms in oneDNN, 29 ms on sub-grids, 25 ms direct; on 16x48x8x8: 5.4 ms,
+    17 ms, 0.6 ms), while on other shapes oneDNN is the fastest.
     A kernel that cannot compute the call (sub-grids for an undilated or strided
     convolution, direct for a float64 or NCHW input) falls back to ``"plain"``.
     Parameters and state dict are nn.Conv2d's.
