@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ..io import atomic_write_json
 from ..models import build_segmenter
