@@ -36,8 +36,8 @@ class StageOneConfig(Config):
     resize_side: int = Field(default=300, gt=0)
     num_images: int = Field(default=4000, gt=0)
     lr: float = Field(default=3e-3, ge=0)
-    # Adam's weight decay on the decoder; the original's DEC_WD[0] is 0
-    dec_weight_decay: float = Field(default=0.0, ge=0)
+    # Adam's weight decay on the decoder (the original's DEC_WD[0], 1e-5 since its commit 1cc6067)
+    dec_weight_decay: float = Field(default=1e-5, ge=0)
     grad_clip: float = Field(default=3.0, ge=0)
     polyak_decay: float = Field(default=0.9, ge=0, le=1)
     val_every: int = Field(default=5, gt=0)
@@ -54,7 +54,7 @@ class StageTwoConfig(Config):
     enc_momentum: float = Field(default=0.9, ge=0)
     dec_lr: float = Field(default=3e-3, ge=0)
     enc_weight_decay: float = Field(default=1e-5, ge=0)    # the original's ENC_WD[1]
-    dec_weight_decay: float = Field(default=0.0, ge=0)     # the original's DEC_WD[1] is 0
+    dec_weight_decay: float = Field(default=1e-5, ge=0)    # the original's DEC_WD[1]
     grad_clip: float = Field(default=3.0, ge=0)
     polyak_decay: float = Field(default=0.99, ge=0, le=1)
     val_every: int = Field(default=1, gt=0)
@@ -106,6 +106,9 @@ class ProxyConfig(Config):
     distillation: DistillationConfig = Field(default_factory=DistillationConfig)
     val_batch_size: int = Field(default=16, gt=0)
     val_num_images: int = Field(default=500, gt=0)
+    # score only whole batches of val_batch_size (the first val_num_images images, cut down to
+    # a multiple of the batch): the original's validation loader has drop_last=True
+    val_drop_last: bool = False
     omit_classes: tuple[NonNegativeInt, ...] = ()
     failure_reward: float = 0.0
     amp: bool = False                    # mixed precision, CUDA only (the original trains in fp32)
@@ -114,6 +117,12 @@ class ProxyConfig(Config):
     #: and this project's loops, on this machine, measured once and cached (nasseg.search.kernels)
     channels_last: bool | Literal["auto"] = "auto"
     flops_input: tuple[PositiveInt, PositiveInt] = (512, 1024)
+
+    def val_images_scored(self, available: int) -> int:
+        """How many of ``available`` meta-val images the reward scores: the first
+        ``val_num_images``, cut down to whole batches with ``val_drop_last``."""
+        n = min(available, self.val_num_images)
+        return n - n % self.val_batch_size if self.val_drop_last else n
 
 
 class SearchDataConfig(Config):
@@ -125,6 +134,10 @@ class SearchDataConfig(Config):
     scale_range: tuple[PositiveFloat, PositiveFloat] = (0.7, 1.4)
     val_resize_side: int = Field(default=1024, gt=0)
     val_crop_size: int | None = Field(default=None, gt=0)
+    # how images are resized and cropped (nasseg.data.transforms): authors (cv2 INTER_CUBIC,
+    # no antialiasing, crops without padding, as src/data/datasets.py) | torchvision
+    # (antialiased bicubic, padded crops)
+    transforms: Literal["torchvision", "authors"] = "torchvision"
     loader_workers: int = Field(default=0, ge=0)
     # with loader_workers 0: keep up to this many MiB of decoded stage-2 images in memory
     # (the transforms still run each epoch); 0: decode from disk every epoch

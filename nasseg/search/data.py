@@ -60,7 +60,8 @@ def _search_splits(data_dir: str | Path, config: Any) -> tuple[PreparedDataset, 
     d, p = config.data, config.proxy
     aug1 = AugmentParams(crop_size=p.stage1.crop_size, resize_side=p.stage1.resize_side,
                          scale_range=tuple(d.scale_range), resize_longer=d.resize_longer,
-                         val_resize_side=d.val_resize_side, val_crop_size=d.val_crop_size)
+                         val_resize_side=d.val_resize_side, val_crop_size=d.val_crop_size,
+                         style=d.transforms)
     aug2 = replace(aug1, crop_size=p.stage2.crop_size, resize_side=p.stage2.resize_side)
     kw = dict(meta_train_fraction=d.meta_train_fraction, seed=config.seed)
     train1, val = search_datasets(str(data_dir), d.train_split, d.val_split, aug1, **kw)
@@ -79,7 +80,7 @@ def make_proxy_data(data_dir: str | Path, config: Any) -> ProxyData:
     Stage 1 reads a seeded random subset of ``proxy.stage1.num_images`` crops.
     """
     train1, train2, val = _search_splits(data_dir, config)
-    shown = min(len(val), config.proxy.val_num_images)
+    shown = config.proxy.val_images_scored(len(val))
     return ProxyData(train_stage1=train1, train_stage2=train2, val=val, num_classes=train1.num_classes,
                      val_source=f"the first {shown} images of {val.list_path}",
                      loader_workers=config.data.loader_workers,
@@ -121,12 +122,17 @@ def check_search_data(data_dir: str | Path, config: Any) -> None:
     scored[train1.ignore_index] = False
     scored[list(p.omit_classes)] = False
     scored_pixels = 0
-    for _, label_path in val.items[: p.val_num_images]:
+    n_val = p.val_images_scored(len(val))
+    if n_val == 0 and len(val) > 0:
+        raise DataError(f"{val.list_path}: {len(val)} validation image(s), fewer than proxy.val_batch_size "
+                        f"{p.val_batch_size}, and proxy.val_drop_last drops incomplete batches: lower "
+                        "proxy.val_batch_size or set proxy.val_drop_last: false")
+    for _, label_path in val.items[:n_val]:
         label = load_single_channel(label_path, np.uint8)
         check_label_values(label, valid, label_path, hint)
         scored_pixels += int(np.count_nonzero(scored[label]))
     if scored_pixels == 0:
-        raise DataError(f"{val.list_path}: the first {min(len(val), p.val_num_images)} validation labels "
+        raise DataError(f"{val.list_path}: the first {n_val} validation labels "
                         "have no pixel of a scored class (only ignored pixels or proxy.omit_classes), so "
                         "no reward can be computed; check the labels, proxy.omit_classes and "
                         "proxy.val_num_images")

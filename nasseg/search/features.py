@@ -5,7 +5,8 @@
   through the frozen encoder; their features (one tensor per encoder output, NHWC
   with ``channels_last``), their labels nearest-downsampled to the first encoder
   output (stride 4) and, when stage 1 distils, the teacher's logits.
-* The validation set: the first ``proxy.val_num_images`` images and labels, and
+* The validation set: the first ``proxy.val_num_images`` images and labels (whole
+  batches of them with ``proxy.val_drop_last``, as the original's loader), and
   their encoder features (stage-1 validation runs the decoder on them).
 
 :class:`Compute` holds the device, the mixed-precision setting and the memory format
@@ -108,7 +109,12 @@ class FeatureCache:
         self.s1_teacher: torch.Tensor | None = None
         if teacher is not None and 1 in config.distillation.stages:
             self.s1_teacher = self._teacher_logits(teacher, images)
-        self.val_images, self.val_labels = load_samples(data.val, config.val_num_images, data.val_source)
+        n_val = config.val_images_scored(len(data.val))
+        if n_val == 0 and len(data.val) > 0:
+            raise DataError(f"{data.val_source}: fewer meta-val images ({len(data.val)}) than "
+                            f"proxy.val_batch_size {config.val_batch_size}, and proxy.val_drop_last "
+                            "drops incomplete batches: lower proxy.val_batch_size or set val_drop_last: false")
+        self.val_images, self.val_labels = load_samples(data.val, n_val, data.val_source)
         scored = self.val_labels < data.num_classes
         for c in config.omit_classes:
             scored &= self.val_labels != c

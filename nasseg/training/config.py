@@ -55,6 +55,9 @@ class TrainConfig(Config):
     resize_side: int = Field(default=1024, gt=0)
     scale_range: tuple[PositiveFloat, PositiveFloat] = (0.7, 1.4)
     resize_longer: bool = False                         # resize_side bounds the longer side
+    # how images are resized and cropped (nasseg.data.transforms): torchvision (antialiased
+    # bicubic, padded crops) | authors (cv2 INTER_CUBIC, crops without padding)
+    transforms: Literal["torchvision", "authors"] = "torchvision"
 
     # optimisers: one for the encoder, one for the decoder; momentum is SGD's momentum or
     # Adam's beta1; the learning rates decay as (1 - step / steps)^lr_power over all steps

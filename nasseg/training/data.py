@@ -127,7 +127,8 @@ def make_train_loader(samples: SeededSamples, plan: BatchPlan, *, workers: int,
 def _augment(config: TrainConfig) -> AugmentParams:
     return AugmentParams(crop_size=config.crop_size, resize_side=config.resize_side,
                          scale_range=tuple(config.scale_range), resize_longer=config.resize_longer,
-                         val_resize_side=config.val_resize_side or 1, val_crop_size=config.val_crop_size)
+                         val_resize_side=config.val_resize_side or 1, val_crop_size=config.val_crop_size,
+                         style=config.transforms)
 
 
 def training_sets(data_dir: str | os.PathLike, config: TrainConfig) -> tuple[PreparedDataset, PreparedDataset]:
