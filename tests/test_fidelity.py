@@ -187,3 +187,14 @@ def test_no_file_cites_a_name_gone_from_head() -> None:
     found = [f"{path.relative_to(ROOT)}: {name}" for path in files for name in _GONE
              if re.search(rf"\b{name}\b", path.read_text())]
     assert not found, found
+
+
+def test_val_drop_last_scores_whole_batches_only() -> None:
+    """The authors' validation loader drops the last incomplete batch (drop_last=True)."""
+    from nasseg.search.config import ProxyConfig
+    wacv = ProxyConfig(val_batch_size=10, val_num_images=500, val_drop_last=True)
+    assert wacv.val_images_scored(298) == 290          # 2,975 - int(2,975 * 0.9) meta-val images
+    cvpr = ProxyConfig(val_batch_size=64, val_num_images=1100, val_drop_last=True)
+    assert cvpr.val_images_scored(1059) == 1024
+    assert ProxyConfig(val_batch_size=64, val_num_images=1100).val_images_scored(1059) == 1059
+    assert ProxyConfig(val_batch_size=4, val_num_images=6, val_drop_last=True).val_images_scored(3) == 0
