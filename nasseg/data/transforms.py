@@ -111,14 +111,9 @@ def _clamped_scale(h: int, w: int, side: int, scale_range: tuple[float, float], 
     return max(scale, side / min(h, w))
 
 
-class Cv2ResizeScale(v2.Transform):
+class Cv2ResizeScale(ResizeScale):
     """The authors' ResizeScale: the same clamped factor, applied by ``cv2.resize`` with
     ``fx = fy = scale`` (images ``INTER_CUBIC``, targets ``INTER_NEAREST``)."""
-
-    def __init__(self, side: int, scale_range: tuple[float, float] = (1.0, 1.0),
-                 longer: bool = False) -> None:
-        super().__init__()
-        self.side, self.scale_range, self.longer = side, tuple(scale_range), longer
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         h, w = _hw(flat_inputs)
